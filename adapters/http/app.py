@@ -1,0 +1,39 @@
+"""The control plane's HTTP API (Litestar)."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from adapters.bootstrap import ControlPlane
+from adapters.http.problems import make_handlers
+from adapters.http.system import SystemController
+
+
+def create_app(plane: ControlPlane, *, own_plane: bool = False) -> Litestar:
+    """``own_plane``: close the control plane's connections when the app shuts down."""
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if own_plane:
+                await plane.close()
+
+    def provide_plane() -> ControlPlane:
+        return plane
+
+    metrics = PrometheusConfig(app_name="b3iq_control_plane", prefix="b3iq", group_path=True)
+    return Litestar(
+        route_handlers=[SystemController, PrometheusController],
+        dependencies={"plane": Provide(provide_plane, sync_to_thread=False)},
+        exception_handlers=make_handlers(plane.settings.retry_after_s),  # type: ignore[arg-type]
+        middleware=[metrics.middleware],
+        openapi_config=OpenAPIConfig(title="B3IQ control plane", version="0.1.0", path="/schema"),
+        lifespan=[lifespan],
+        debug=False,
+    )

@@ -1,0 +1,300 @@
+"""The event store on NATS JetStream: conditional, atomic, idempotent appends."""
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from adapters.jetstream.acks import (
+    DUPLICATE_IN_BATCH,
+    WRONG_LAST_SEQUENCE,
+    Ack,
+    NoStreamResponders,
+    PublishRejected,
+    parse_ack,
+)
+from adapters.jetstream.topology import ensure_topology
+from domain.envelope import StoredEvent
+from domain.ids import uuid7
+from domain.ports import AppendResult, ConcurrencyConflict, EventReader, StoreUnavailable
+from domain.sealing import Sealed, split_event_id
+from domain.streams import Topology
+
+_UNAVAILABLE = (
+    asyncio.TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    NoStreamResponders,
+)
+
+
+class JetStreamEventStore:
+    def __init__(self, nc: Client, topology: Topology, *, timeout: float = 5.0) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(timeout=timeout)
+        self.topology = topology
+        self.timeout = timeout
+        self._pipeline = _Pipeline(nc, timeout)
+
+    @classmethod
+    async def connect(
+        cls, url: str, topology: Topology, *, replicas: int = 1, name: str = "b3iq"
+    ) -> "JetStreamEventStore":
+        """Connect and declare the streams; raises StoreUnavailable naming the URL."""
+        try:
+            nc = await nats.connect(
+                url,
+                name=name,
+                connect_timeout=2,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                error_cb=_quiet,
+                disconnected_cb=_noop,
+            )
+        except (OSError, *_UNAVAILABLE) as exc:
+            raise StoreUnavailable(
+                f"cannot reach NATS at {url}: {exc or type(exc).__name__}"
+            ) from exc
+        store = cls(nc, topology)
+        await ensure_topology(store.js, topology, replicas)
+        return store
+
+    async def close(self) -> None:
+        await self.nc.drain()
+
+    async def append(
+        self, subject: str, events: Sequence[Sealed], expected_last_seq: int | None
+    ) -> AppendResult:
+        if not events:
+            raise ValueError("nothing to append")
+        try:
+            if len(events) == 1:
+                ack = await self._publish_one(subject, events[0], expected_last_seq)
+            else:
+                ack = await self._publish_batch(subject, events, expected_last_seq)
+        except PublishRejected as exc:
+            return await self._after_rejection(exc, subject, events, expected_last_seq)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"append to {subject}: {type(exc).__name__}") from exc
+        first = ack.seq - len(events) + 1
+        return AppendResult(ack.stream, first, ack.seq, ack.duplicate)
+
+    async def _publish_one(self, subject: str, sealed: Sealed, expected: int | None) -> Ack:
+        headers = {"Nats-Msg-Id": sealed.event_id}
+        if expected is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
+        reply = await self.nc.request(subject, sealed.data, timeout=self.timeout, headers=headers)
+        return parse_ack(reply)
+
+    async def _publish_batch(
+        self, subject: str, events: Sequence[Sealed], expected: int | None
+    ) -> Ack:
+        # JetStream atomic batch (ADR-50): the server stores all of them at the commit or none.
+        batch_id = uuid7()
+        last = len(events)
+        for number, sealed in enumerate(events, start=1):
+            headers = {
+                "Nats-Batch-Id": batch_id,
+                "Nats-Batch-Sequence": str(number),
+                "Nats-Msg-Id": sealed.event_id,
+            }
+            if number == 1 and expected is not None:
+                headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
+            if number < last:
+                await self.nc.publish(subject, sealed.data, headers=headers)
+        headers["Nats-Batch-Commit"] = "1"
+        reply = await self.nc.request(
+            subject, events[-1].data, timeout=self.timeout, headers=headers
+        )
+        return parse_ack(reply)
+
+    async def _after_rejection(
+        self,
+        exc: PublishRejected,
+        subject: str,
+        events: Sequence[Sealed],
+        expected_last_seq: int | None,
+    ) -> AppendResult:
+        if exc.err_code == DUPLICATE_IN_BATCH:
+            # Batches are atomic, so one known id means the whole batch landed before.
+            stream = self.topology.stream_of(subject).name
+            landed = await self._already_appended(subject, events)
+            return landed or AppendResult(stream, 0, 0, duplicate=True)
+        if exc.err_code == WRONG_LAST_SEQUENCE and expected_last_seq is not None:
+            # Our own earlier attempt may have landed (a lost ack): then this is a retry.
+            landed = await self._already_appended(subject, events)
+            if landed is None:
+                raise ConcurrencyConflict(subject, expected_last_seq) from None
+            return landed
+        raise exc
+
+    async def _already_appended(
+        self, subject: str, events: Sequence[Sealed]
+    ) -> AppendResult | None:
+        tail = await self.last(subject)
+        if tail is None or split_event_id(tail.data) != events[-1].event_id:
+            return None
+        return AppendResult(tail.stream, tail.seq - len(events) + 1, tail.seq, duplicate=True)
+
+    async def append_many(self, items: Sequence[tuple[str, Sealed]]) -> list[AppendResult]:
+        try:
+            acks = await self._pipeline.publish(items)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"pipelined append: {type(exc).__name__}") from exc
+        return [AppendResult(a.stream, a.seq, a.seq, a.duplicate) for a in acks]
+
+    async def last(self, subject: str) -> StoredEvent | None:
+        stream = self.topology.stream_of(subject).name
+        try:
+            raw = await self.js.get_last_msg(stream, subject, direct=True)
+        except NotFoundError:
+            return None
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"read {subject}: {type(exc).__name__}") from exc
+        return StoredEvent(stream, raw.seq or 0, raw.subject or subject, raw.data or b"")
+
+    async def bounds(self, stream: str) -> tuple[int, int]:
+        try:
+            info = await self.js.stream_info(stream)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"stream info {stream}: {type(exc).__name__}") from exc
+        if not info.state.messages:
+            return (0, 0)
+        return (info.state.first_seq, info.state.last_seq)
+
+    async def reader(self, stream: str, from_seq: int) -> EventReader:
+        return _Reader(self, stream, from_seq)
+
+
+class _Pipeline:
+    """Many publishes in flight at once, each resolved by its own ack or error."""
+
+    MAX_IN_FLIGHT = 4096
+
+    def __init__(self, nc: Client, timeout: float) -> None:
+        self._nc = nc
+        self._timeout = timeout
+        self._prefix = ""
+        self._futures: dict[str, asyncio.Future[Ack]] = {}
+        self._counter = 0
+
+    async def _start(self) -> None:
+        self._prefix = f"{self._nc.new_inbox()}."
+        await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._futures.pop(msg.subject[len(self._prefix) :], None)
+        if future is None or future.done():
+            return
+        try:
+            future.set_result(parse_ack(msg))
+        except Exception as exc:  # the reply itself is the error to hand back
+            future.set_exception(exc)
+
+    def _forget(self, token: str, _: object) -> None:
+        self._futures.pop(token, None)
+
+    async def publish(self, items: Sequence[tuple[str, Sealed]]) -> list[Ack]:
+        if not self._prefix:
+            await self._start()
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Ack]] = []
+        try:
+            for start in range(0, len(items), self.MAX_IN_FLIGHT):
+                window = items[start : start + self.MAX_IN_FLIGHT]
+                futures.extend(await self._send(loop, window))
+                await asyncio.wait_for(asyncio.gather(*futures[start:]), self._timeout)
+        finally:
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+        return [f.result() for f in futures]
+
+    async def _send(
+        self, loop: asyncio.AbstractEventLoop, items: Sequence[tuple[str, Sealed]]
+    ) -> list[asyncio.Future[Ack]]:
+        futures = []
+        publish = self._nc.publish
+        for subject, sealed in items:
+            self._counter += 1
+            token = str(self._counter)
+            future: asyncio.Future[Ack] = loop.create_future()
+            future.add_done_callback(functools.partial(self._forget, token))
+            self._futures[token] = future
+            futures.append(future)
+            await publish(
+                subject,
+                sealed.data,
+                reply=self._prefix + token,
+                headers={"Nats-Msg-Id": sealed.event_id},
+            )
+        return futures
+
+
+class _Reader:
+    """Reads a stream in order through an ephemeral pull consumer, re-made when lost."""
+
+    def __init__(self, store: JetStreamEventStore, stream: str, from_seq: int) -> None:
+        self._store = store
+        self._stream = stream
+        self._next = max(from_seq, 1)
+        self._sub: Any = None
+
+    async def _subscribe(self) -> Any:
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=self._next,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=60.0,
+            mem_storage=True,
+        )
+        spec = next(s for s in self._store.topology.streams if s.name == self._stream)
+        return await self._store.js.pull_subscribe(
+            spec.subjects, stream=self._stream, config=config, pending_msgs_limit=-1
+        )
+
+    async def next_batch(self, max_count: int, timeout: float) -> list[StoredEvent]:
+        try:
+            if self._sub is None:
+                self._sub = await self._subscribe()
+            msgs = await self._sub.fetch(max_count, timeout=timeout)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        except (NotFoundError, *_UNAVAILABLE) as exc:
+            await self._drop()
+            raise StoreUnavailable(f"read {self._stream}: {type(exc).__name__}") from exc
+        batch = [
+            StoredEvent(self._stream, m.metadata.sequence.stream, m.subject, m.data) for m in msgs
+        ]
+        if batch:
+            self._next = batch[-1].seq + 1
+        return batch
+
+    async def _drop(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def close(self) -> None:
+        await self._drop()
+
+
+async def _quiet(exc: Exception) -> None:
+    """Connection errors surface as StoreUnavailable at the call site; don't spam the log."""
+
+
+async def _noop() -> None:
+    return None

@@ -1,0 +1,140 @@
+"""Long-running services and one-shot jobs, each started from settings."""
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+import uvicorn
+from prometheus_client import Counter, Gauge, start_http_server
+
+from adapters.bootstrap import ControlPlane, bootstrap
+from adapters.http.app import create_app
+from adapters.postgres import create_pool, migrate
+from adapters.projector import ProjectionRunner
+from adapters.settings import Settings
+from projections.catalog import all_projections
+from projections.checkpoints import checkpoints
+from projections.compare import TableDifference, compare_table
+
+log = logging.getLogger("b3iq")
+
+APPLIED = Counter("b3iq_projection_events_total", "Events applied", ["projection"])
+POSITION = Gauge("b3iq_projection_position", "Last applied stream sequence", ["projection"])
+
+
+def stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve(settings: Settings) -> None:
+    plane = await bootstrap(settings)
+    app = create_app(plane, own_plane=True)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=False,
+        server_header=False,
+    )
+    await uvicorn.Server(config).serve()
+
+
+def runners_for(plane: ControlPlane, batch_size: int) -> list[ProjectionRunner]:
+    assert plane.pool is not None
+    return [
+        ProjectionRunner(plane.pool, plane.store, plane.topology, p, batch_size=batch_size)
+        for p in all_projections()
+    ]
+
+
+async def run_projector(settings: Settings, metrics_port: int | None = None) -> None:
+    plane = await bootstrap(settings)
+    if metrics_port:
+        start_http_server(metrics_port, addr=settings.host)
+    stop = stop_on_signals()
+    runners = runners_for(plane, settings.projection_batch)
+    log.info("projecting %s", ", ".join(r.projection.name for r in runners))
+    try:
+        await asyncio.gather(*(_observed(r, stop) for r in runners))
+    finally:
+        await plane.close()
+
+
+async def _observed(runner: ProjectionRunner, stop: asyncio.Event) -> None:
+    name = runner.projection.name
+    task = asyncio.create_task(runner.run(stop))
+    last = 0
+    while not task.done():
+        await asyncio.wait({task}, timeout=1.0)
+        APPLIED.labels(name).inc(max(runner.position - last, 0))
+        POSITION.labels(name).set(runner.position)
+        last = runner.position
+    task.result()
+
+
+async def _live_positions(plane: ControlPlane) -> dict[tuple[str, str], int]:
+    assert plane.pool is not None
+    async with plane.pool.acquire() as conn:
+        return await checkpoints(conn)
+
+
+class RebuildReport(NamedTuple):
+    schema: str
+    events: int
+    seconds: float
+    differences: list[TableDifference]
+    tables: list[str]
+
+
+async def rebuild(
+    settings: Settings,
+    *,
+    keep: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> RebuildReport:
+    """Project the whole log from sequence 1 into a fresh schema and compare it with the
+    live read models, table by table."""
+    schema = "rebuild_" + datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
+    await migrate(settings.database_url, schema)
+    plane = await bootstrap(settings)
+    scratch = await create_pool(settings.database_url, schema=schema, max_size=2)
+    started, events = time.perf_counter(), 0
+    tables = [t for p in all_projections() for t in p.tables]
+    try:
+        for _attempt in range(3):  # the live side may move on while we compare: try again
+            live = await _live_positions(plane)
+            for projection in all_projections():
+                runner = ProjectionRunner(
+                    scratch,
+                    plane.store,
+                    plane.topology,
+                    projection,
+                    batch_size=settings.projection_batch,
+                )
+                target = live.get((projection.name, runner.stream), 0)
+                while runner.position < target:
+                    events += await runner.step(timeout=1.0, until=target)
+                    if progress:
+                        progress(projection.name, runner.position, target)
+                await runner.reset()
+            async with scratch.acquire() as conn:
+                found = [await compare_table(conn, "public", schema, t) for t in tables]
+            if await _live_positions(plane) == live:
+                break
+        seconds = time.perf_counter() - started
+        if not keep:
+            async with scratch.acquire() as conn:
+                await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        return RebuildReport(schema, events, seconds, [d for d in found if d], tables)
+    finally:
+        await scratch.close()
+        await plane.close()

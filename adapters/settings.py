@@ -1,0 +1,49 @@
+"""All configuration, read once from the environment into one typed object."""
+
+import os
+from pathlib import Path
+
+import msgspec
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    nats_url: str = "nats://127.0.0.1:4222"
+    """B3IQ_NATS_URL: the NATS server with JetStream that holds the log."""
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    """B3IQ_DATABASE_URL: the PostgreSQL database that holds the read models."""
+    host: str = "127.0.0.1"
+    """B3IQ_HOST: where the control-plane API listens."""
+    port: int = 8830
+    """B3IQ_PORT."""
+    data_dir: Path = Path(".b3iq")
+    """B3IQ_DATA_DIR: keys and local state of this control plane."""
+    signing_key_path: Path | None = None
+    """B3IQ_SIGNING_KEY_PATH: the control plane's Ed25519 key (default DATA_DIR/keys/...)."""
+    stream_prefix: str = "b3iq"
+    """B3IQ_STREAM_PREFIX: subject and stream prefix; lets deployments share one NATS."""
+    stream_replicas: int = 1
+    """B3IQ_STREAM_REPLICAS: 1 on one server, 3 on a cluster."""
+    heartbeat_retention_s: float = 7 * 24 * 3600.0
+    """B3IQ_HEARTBEAT_RETENTION_S: how long the heartbeat stream keeps evidence."""
+    projection_batch: int = 5000
+    """B3IQ_PROJECTION_BATCH: most events applied in one Postgres transaction."""
+    retry_after_s: int = 2
+    """B3IQ_RETRY_AFTER_S: what a 503 tells clients to wait."""
+
+    @property
+    def key_path(self) -> Path:
+        return self.signing_key_path or self.data_dir / "keys" / "control-plane.ed25519"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in msgspec.structs.fields(cls):
+            raw = env.get(f"B3IQ_{field.name.upper()}")
+            if raw is not None and raw != "":
+                values[field.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SystemExit(f"invalid setting: {exc}") from None

@@ -1,0 +1,59 @@
+"""The event catalogue: every payload type the log may hold, and how to decode one."""
+
+from functools import cache
+
+import msgspec
+
+from domain.events.base import Event, NodeEvidence
+from domain.events.keys import SignerKeyPublished
+from domain.events.node import HeartbeatRecorded, NodeEnrolled
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls for cls in (SignerKeyPublished, NodeEnrolled, HeartbeatRecorded)
+}
+
+
+class UnknownEventType(ValueError):
+    pass
+
+
+class SchemaMismatch(ValueError):
+    pass
+
+
+@cache
+def _decoder(cls: type[Event]) -> msgspec.json.Decoder[Event]:
+    return msgspec.json.Decoder(cls)
+
+
+def decode_payload(event_type: str, schema_version: int, payload: bytes | msgspec.Raw) -> Event:
+    """Decode a payload by its envelope type; raises UnknownEventType or SchemaMismatch."""
+    cls = EVENT_TYPES.get(event_type)
+    if cls is None:
+        raise UnknownEventType(f"unknown event type {event_type!r}")
+    if not 1 <= schema_version <= cls.SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"{event_type} schema version {schema_version} is not in 1..{cls.SCHEMA_VERSION}"
+        )
+    try:
+        return _decoder(cls).decode(payload)
+    except msgspec.ValidationError as exc:
+        raise SchemaMismatch(f"{event_type} v{schema_version}: {exc}") from None
+
+
+def type_name(event: Event) -> str:
+    return type(event).__name__
+
+
+__all__ = [
+    "EVENT_TYPES",
+    "Event",
+    "HeartbeatRecorded",
+    "NodeEnrolled",
+    "NodeEvidence",
+    "SchemaMismatch",
+    "SignerKeyPublished",
+    "UnknownEventType",
+    "decode_payload",
+    "type_name",
+]

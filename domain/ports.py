@@ -1,0 +1,61 @@
+"""What the domain needs from the outside world, as Protocols (adapters implement them)."""
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+from domain.envelope import StoredEvent
+from domain.sealing import Sealed
+
+
+class AppendResult(NamedTuple):
+    stream: str
+    first_seq: int
+    last_seq: int
+    duplicate: bool = False
+    """True when the log already held these events (a retried append). A retried batch
+    that is no longer its subject's tail reports sequences 0: landed, position unknown."""
+
+
+class ConcurrencyConflict(Exception):
+    """Another writer appended to the subject first; nothing was written."""
+
+    def __init__(self, subject: str, expected_last_seq: int) -> None:
+        super().__init__(f"{subject}: last sequence is no longer {expected_last_seq}")
+        self.subject = subject
+        self.expected_last_seq = expected_last_seq
+
+
+class StoreUnavailable(Exception):
+    """The log cannot be reached right now; the caller may retry later."""
+
+
+class EventReader(Protocol):
+    async def next_batch(self, max_count: int, timeout: float) -> list[StoredEvent]:
+        """The next events in stream order (empty when none arrived within ``timeout``)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class EventStore(Protocol):
+    async def append(
+        self, subject: str, events: Sequence[Sealed], expected_last_seq: int | None
+    ) -> AppendResult:
+        """All of ``events`` or none. ``expected_last_seq``: the subject's last stream
+        sequence the events were decided on (0 = subject empty; None = unconditional).
+        Raises ConcurrencyConflict when it moved. Retrying the same events is harmless."""
+        ...
+
+    async def append_many(self, items: Sequence[tuple[str, Sealed]]) -> list[AppendResult]:
+        """Unconditional single-event appends, pipelined (high-volume evidence)."""
+        ...
+
+    async def last(self, subject: str) -> StoredEvent | None:
+        """The latest event on a subject, read directly."""
+        ...
+
+    async def bounds(self, stream: str) -> tuple[int, int]:
+        """First and last sequence of a stream (0, 0 when empty)."""
+        ...
+
+    async def reader(self, stream: str, from_seq: int) -> EventReader: ...

@@ -1,0 +1,1 @@
+"""Local development stack: real NATS and PostgreSQL servers run as subprocesses."""

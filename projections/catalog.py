@@ -1,0 +1,10 @@
+"""Every projection the control plane runs."""
+
+from projections.heartbeats import HeartbeatsProjection
+from projections.nodes import NodesProjection
+from projections.projection import Projection
+from projections.signer_keys import SignerKeysProjection
+
+
+def all_projections() -> list[Projection]:
+    return [SignerKeysProjection(), NodesProjection(), HeartbeatsProjection()]

@@ -1,0 +1,16 @@
+"""The slice of a database connection that projections and queries use (asyncpg's shape)."""
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+
+class Database(Protocol):
+    async def execute(self, query: str, *args: Any) -> str: ...
+
+    async def executemany(self, command: str, args: Iterable[Sequence[Any]]) -> None: ...
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+
+    async def fetchrow(self, query: str, *args: Any) -> Any: ...
+
+    async def fetchval(self, query: str, *args: Any) -> Any: ...

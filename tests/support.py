@@ -1,0 +1,48 @@
+"""Builders of events, and stores opened for a test."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from adapters.jetstream import JetStreamEventStore
+from domain.canonical import b64encode, canonical_bytes
+from domain.events import HeartbeatRecorded, NodeEnrolled, NodeEvidence
+from domain.signing import Signer
+from domain.streams import Topology
+
+
+def evidence(node: Signer, body: object) -> NodeEvidence:
+    text = canonical_bytes(body)
+    return NodeEvidence(key_id=node.key_id, body=text.decode(), sig=node.sign(text))
+
+
+def enrolled(node_id: str, node: Signer) -> NodeEnrolled:
+    return NodeEnrolled(
+        node_id=node_id,
+        key_id=node.key_id,
+        public_key=b64encode(node.public_key),
+        agent_version="0.1.0",
+        evidence=evidence(node, {"challenge": "n-" + node_id}),
+    )
+
+
+def heartbeat(node_id: str, seq: int, node: Signer) -> HeartbeatRecorded:
+    return HeartbeatRecorded(
+        node_id=node_id,
+        heartbeat_seq=seq,
+        sent_at=datetime(2026, 11, 25, 12, 0, seq % 60, tzinfo=UTC),
+        agent_version="0.1.0",
+        evidence=evidence(node, {"node_id": node_id, "seq": seq}),
+    )
+
+
+@asynccontextmanager
+async def jetstream_store(url: str, topology: Topology) -> AsyncIterator[JetStreamEventStore]:
+    """A store on the test's own streams, deleted afterwards."""
+    store = await JetStreamEventStore.connect(url, topology)
+    try:
+        yield store
+    finally:
+        for spec in topology.streams:
+            await store.js.delete_stream(spec.name)
+        await store.close()
