@@ -44,6 +44,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 values[field.name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
-            return msgspec.convert(values, cls, strict=False)
+            return msgspec.convert(values, cls, strict=False, dec_hook=_to_path)
         except msgspec.ValidationError as exc:
             raise SystemExit(f"invalid setting: {exc}") from None
+
+
+def _to_path(kind: type, value: object) -> object:
+    if kind is Path and isinstance(value, str | Path):
+        return Path(value)
+    raise NotImplementedError

@@ -72,9 +72,7 @@ def make_handlers(retry_after_s: int) -> dict[type[Exception], object]:
     def on_conflict(_: Request[Any, Any, Any], exc: Exception) -> Response[ProblemBody]:
         return problem(409, "concurrency_conflict", "Conflict", "concurrent update; retry")
 
-    def on_validation(
-        _: Request[Any, Any, Any], exc: ValidationException
-    ) -> Response[ProblemBody]:
+    def on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ProblemBody]:
         return problem(400, "invalid_request", "Bad Request", str(exc.detail))
 
     def on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ProblemBody]:

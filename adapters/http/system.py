@@ -4,6 +4,7 @@ import asyncio
 
 import msgspec
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 
 from adapters.bootstrap import ControlPlane
 from adapters.postgres import current_revision, head_revision
@@ -56,7 +57,7 @@ class SystemController(Controller):
         return Health("ok")
 
     @get("/ready", summary="NATS and Postgres reachable, schema current, projection lag")
-    async def ready(self, plane: ControlPlane) -> Response[Readiness]:
+    async def ready(self, plane: NamedDependency[ControlPlane]) -> Response[Readiness]:
         nats, heads = await _nats_check(plane)
         postgres, migrations, lags = await _postgres_check(plane, heads)
         ok = nats.ok and postgres.ok and migrations.ok
@@ -65,7 +66,7 @@ class SystemController(Controller):
         return Response(body, status_code=200 if ok else 503, headers=headers)
 
     @get("/v1/keys", summary="Public keys that sign the log's envelopes, for offline audit")
-    async def keys(self, plane: ControlPlane) -> PublicKeys:
+    async def keys(self, plane: NamedDependency[ControlPlane]) -> PublicKeys:
         return PublicKeys(
             [
                 PublicKey(
@@ -76,7 +77,7 @@ class SystemController(Controller):
         )
 
 
-async def _nats_check(plane: ControlPlane) -> tuple[Check, dict[str, int]]:
+async def _nats_check(plane: NamedDependency[ControlPlane]) -> tuple[Check, dict[str, int]]:
     heads: dict[str, int] = {}
     try:
         for spec in plane.topology.streams:

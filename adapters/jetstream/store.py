@@ -53,15 +53,19 @@ class JetStreamEventStore:
     ) -> "JetStreamEventStore":
         """Connect and declare the streams; raises StoreUnavailable naming the URL."""
         try:
-            nc = await nats.connect(
-                url,
-                name=name,
-                connect_timeout=2,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                allow_reconnect=True,
-                error_cb=_quiet,
-                disconnected_cb=_noop,
+            # With unlimited reconnects nats-py would retry the first connect forever too.
+            nc = await asyncio.wait_for(
+                nats.connect(
+                    url,
+                    name=name,
+                    connect_timeout=2,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    allow_reconnect=True,
+                    error_cb=_quiet,
+                    disconnected_cb=_noop,
+                ),
+                timeout=5,
             )
         except (OSError, *_UNAVAILABLE) as exc:
             raise StoreUnavailable(

@@ -125,8 +125,9 @@ def run_dev_stack(data_dir: Path, *, with_node: bool = True) -> int:
         with console.status("starting NATS and PostgreSQL…"):
             stack.start_servers()
         stack.spawn("api", _bin("b3iq"), "serve", "--port", str(API_PORT))
-        stack.spawn("projector", _bin("b3iq"), "projector",
-                    "--metrics-port", str(PROJECTOR_METRICS_PORT))
+        stack.spawn(
+            "projector", _bin("b3iq"), "projector", "--metrics-port", str(PROJECTOR_METRICS_PORT)
+        )
         if with_node:
             from ops.devstack.local_node import start_local_node
 

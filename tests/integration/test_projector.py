@@ -1,0 +1,227 @@
+"""Projections over real JetStream and PostgreSQL: exactly-once under crashes and races."""
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from adapters.jetstream import JetStreamEventStore
+from adapters.postgres import DatabaseUnavailable, create_pool, require_migrated
+from adapters.projector import ProjectionRunner, SequenceGap, wait_for_projection
+from adapters.recorder import Recorder
+from adapters.services import rebuild
+from adapters.settings import Settings
+from domain.decoding import Decoded
+from domain.envelope import StoredEvent
+from domain.events import Event
+from domain.signing import Signer
+from domain.streams import Topology
+from projections.catalog import all_projections
+from projections.db import Database
+from projections.heartbeats import HeartbeatsProjection
+from tests.conftest import Servers
+from tests.support import enrolled, heartbeat
+
+NODES = 20
+
+
+async def fill(store: JetStreamEventStore, topology: Topology, signer: Signer, beats: int) -> None:
+    recorder = Recorder(store, signer, topology)
+    for n in range(NODES):
+        node = f"n{n}"
+        event = enrolled(node, signer)
+
+        def decide(_: Decoded | None, e: Event = event) -> list[Event]:
+            return [e]
+
+        await recorder.record(topology.subject("node", node), decide)
+    items = [
+        (topology.heartbeat_subject(f"n{i % NODES}"), heartbeat(f"n{i % NODES}", i, signer))
+        for i in range(beats)
+    ]
+    await recorder.record_evidence(items)
+
+
+async def project_all(pool: asyncpg.Pool, store: JetStreamEventStore, topology: Topology) -> None:
+    for projection in all_projections():
+        runner = ProjectionRunner(pool, store, topology, projection, batch_size=700)
+        _, head = await store.bounds(runner.stream)
+        await runner.catch_up(head)
+        await runner.reset()
+
+
+async def snapshot(pool: asyncpg.Pool) -> dict[str, list[tuple[object, ...]]]:
+    async with pool.acquire() as conn:
+        return {
+            table: [tuple(r) for r in await conn.fetch(f"SELECT * FROM {table} ORDER BY 1")]
+            for table in ("nodes", "node_heartbeats", "signer_keys", "projection_checkpoints")
+        }
+
+
+def settings_for(servers: Servers, database_url: str, topology: Topology, tmp: Path) -> Settings:
+    return Settings(
+        nats_url=servers.nats_url,
+        database_url=database_url,
+        stream_prefix=topology.prefix,
+        data_dir=tmp,
+    )
+
+
+async def test_projection_matches_a_clean_rebuild(
+    js_store: JetStreamEventStore,
+    topology: Topology,
+    signer: Signer,
+    pool: asyncpg.Pool,
+    servers: Servers,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    await fill(js_store, topology, signer, beats=3000)
+    await project_all(pool, js_store, topology)
+    tables = await snapshot(pool)
+    assert len(tables["nodes"]) == NODES
+    assert sum(r[5] for r in tables["node_heartbeats"]) == 3000  # heartbeat_count
+    report = await rebuild(settings_for(servers, database_url, topology, tmp_path))
+    assert report.differences == []
+    assert report.events >= 3000 + NODES
+
+
+async def test_rebuild_reports_a_differing_row(
+    js_store: JetStreamEventStore,
+    topology: Topology,
+    signer: Signer,
+    pool: asyncpg.Pool,
+    servers: Servers,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    await fill(js_store, topology, signer, beats=100)
+    await project_all(pool, js_store, topology)
+    await pool.execute("UPDATE nodes SET agent_version = 'tampered' WHERE node_id = 'n3'")
+    report = await rebuild(settings_for(servers, database_url, topology, tmp_path))
+    [difference] = report.differences
+    assert difference.table == "nodes"
+    assert any("tampered" in row for row in difference.sample)
+
+
+class CrashingProjection:
+    """Writes its rows, then dies before the transaction commits (on the n-th batch)."""
+
+    def __init__(self, crash_on_batch: int) -> None:
+        self.inner = HeartbeatsProjection()
+        self.name, self.stream, self.tables = self.inner.name, self.inner.stream, self.inner.tables
+        self.batches = 0
+        self.crash_on_batch = crash_on_batch
+
+    async def apply(self, db: Database, batch: Sequence[Decoded]) -> None:
+        await self.inner.apply(db, batch)
+        self.batches += 1
+        if self.batches == self.crash_on_batch:
+            raise RuntimeError("simulated crash mid-batch")
+
+
+async def test_crash_mid_batch_then_restart_applies_each_event_once(
+    js_store: JetStreamEventStore,
+    topology: Topology,
+    signer: Signer,
+    pool: asyncpg.Pool,
+    database_url: str,
+) -> None:
+    await fill(js_store, topology, signer, beats=2500)
+    _, head = await js_store.bounds(topology.heartbeats.name)
+    crashing = ProjectionRunner(pool, js_store, topology, CrashingProjection(3), batch_size=500)
+    with pytest.raises(RuntimeError, match="mid-batch"):
+        await crashing.catch_up(head)
+    assert crashing.position == 1000  # two batches committed, the third rolled back
+    restarted = ProjectionRunner(pool, js_store, topology, HeartbeatsProjection(), batch_size=500)
+    await restarted.catch_up(head)
+    count = await pool.fetchval("SELECT sum(heartbeat_count) FROM node_heartbeats")
+    assert count == 2500
+
+
+async def test_two_runners_racing_apply_each_event_once(
+    js_store: JetStreamEventStore,
+    topology: Topology,
+    signer: Signer,
+    pool: asyncpg.Pool,
+) -> None:
+    await fill(js_store, topology, signer, beats=4000)
+    _, head = await js_store.bounds(topology.heartbeats.name)
+    runners = [
+        ProjectionRunner(pool, js_store, topology, HeartbeatsProjection(), batch_size=300)
+        for _ in range(2)
+    ]
+    await asyncio.gather(*(r.catch_up(head) for r in runners))
+    assert await pool.fetchval("SELECT sum(heartbeat_count) FROM node_heartbeats") == 4000
+
+
+class SkippingStore:
+    """A store whose reader loses event 3: the projector must refuse to continue."""
+
+    def __init__(self, inner: JetStreamEventStore) -> None:
+        self.inner = inner
+
+    async def reader(self, stream: str, from_seq: int) -> "SkippingReader":
+        return SkippingReader(await self.inner.reader(stream, from_seq))
+
+    async def bounds(self, stream: str) -> tuple[int, int]:
+        return await self.inner.bounds(stream)
+
+
+class SkippingReader:
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    async def next_batch(self, max_count: int, timeout: float) -> list[StoredEvent]:
+        batch = await self.inner.next_batch(max_count, timeout)  # type: ignore[attr-defined]
+        return [e for e in batch if e.seq != 3]
+
+    async def close(self) -> None:
+        await self.inner.close()  # type: ignore[attr-defined]
+
+
+async def test_a_gap_in_sequences_stops_the_projection(
+    js_store: JetStreamEventStore,
+    topology: Topology,
+    signer: Signer,
+    pool: asyncpg.Pool,
+) -> None:
+    await fill(js_store, topology, signer, beats=10)
+    runner = ProjectionRunner(
+        pool,
+        SkippingStore(js_store),
+        topology,
+        all_projections()[1],  # type: ignore[arg-type]
+    )
+    with pytest.raises(SequenceGap, match=r"expected .* sequence 3, got 4"):
+        await runner.step()
+    assert await pool.fetchval("SELECT count(*) FROM nodes") == 0
+
+
+async def test_read_your_writes_waits_for_the_projection(
+    js_store: JetStreamEventStore,
+    topology: Topology,
+    signer: Signer,
+    pool: asyncpg.Pool,
+) -> None:
+    await fill(js_store, topology, signer, beats=0)
+    _, head = await js_store.bounds(topology.ledger.name)
+    stream = topology.ledger.name
+    assert not await wait_for_projection(pool, "nodes", stream, head, timeout=0.05)
+    runner = ProjectionRunner(pool, js_store, topology, all_projections()[1])
+    waiting = asyncio.create_task(wait_for_projection(pool, "nodes", stream, head, timeout=5))
+    await runner.catch_up(head)
+    assert await waiting
+
+
+async def test_an_unmigrated_database_is_refused(servers: Servers) -> None:
+    conn = await asyncpg.connect(servers.admin_dsn)
+    await conn.execute("DROP DATABASE IF EXISTS unmigrated")
+    await conn.execute("CREATE DATABASE unmigrated")
+    await conn.close()
+    pool = await create_pool(servers.dsn("unmigrated"))
+    with pytest.raises(DatabaseUnavailable, match="run `b3iq migrate`"):
+        await require_migrated(pool)
+    await pool.close()

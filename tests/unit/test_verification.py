@@ -1,0 +1,130 @@
+"""Tampering of any kind is detected, and the exact event is named."""
+
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+
+from domain.canonical import canonical_bytes
+from domain.envelope import EnvelopeBody, StoredEvent, decode_body, split_wire, wire_bytes
+from domain.sealing import seal
+from domain.signing import Keyring, Signer
+from domain.verification import LogVerifier, Reason, verify_event
+from tests.support import enrolled, heartbeat
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+STREAM = "B3IQ_LEDGER"
+SUBJECT = "b3iq.ev.node.n1"
+
+
+@pytest.fixture
+def signer() -> Signer:
+    return Signer.generate()
+
+
+@pytest.fixture
+def log(signer: Signer) -> list[StoredEvent]:
+    events = [enrolled("n1", signer)] + [heartbeat("n1", i, signer) for i in range(4)]
+    sealed = seal(SUBJECT, events, prev_hash=None, signer=signer, now=NOW)
+    return [StoredEvent(STREAM, i, SUBJECT, s.data) for i, s in enumerate(sealed, start=1)]
+
+
+def problems(log: list[StoredEvent], signer: Signer) -> list[tuple[Reason, int]]:
+    verifier = LogVerifier(Keyring({"cp": signer.public_key}))
+    return [(p.reason, p.seq) for e in log for p in verifier.feed(e)]
+
+
+def renumber(log: list[StoredEvent]) -> list[StoredEvent]:
+    return [StoredEvent(e.stream, i, e.subject, e.data) for i, e in enumerate(log, start=1)]
+
+
+def test_an_untouched_log_verifies(log: list[StoredEvent], signer: Signer) -> None:
+    verifier = LogVerifier(Keyring({"cp": signer.public_key}))
+    assert [p for e in log for p in verifier.feed(e)] == []
+    assert verifier.by_type == {"NodeEnrolled": 1, "HeartbeatRecorded": 4}
+    assert verifier.by_signer == {signer.key_id: 5}
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_a_flipped_byte_anywhere_names_that_event(
+    log: list[StoredEvent], signer: Signer, index: int
+) -> None:
+    data = bytearray(log[index].data)
+    for position in range(0, len(data), 7):
+        flipped = bytearray(data)
+        flipped[position] ^= 0x01
+        tampered = [*log]
+        tampered[index] = StoredEvent(STREAM, index + 1, SUBJECT, bytes(flipped))
+        found = problems(tampered, signer)
+        assert found, f"flip at byte {position} of event {index + 1} went unnoticed"
+        assert found[0][1] == index + 1
+
+
+def test_reordered_events_break_the_chain(log: list[StoredEvent], signer: Signer) -> None:
+    log[2], log[3] = log[3], log[2]
+    assert problems(renumber(log), signer)[0] == (Reason.BROKEN_CHAIN, 3)
+
+
+def test_a_deleted_event_is_a_gap_and_a_broken_chain(
+    log: list[StoredEvent], signer: Signer
+) -> None:
+    del log[2]
+    assert problems(log, signer) == [(Reason.SEQUENCE_GAP, 4), (Reason.BROKEN_CHAIN, 4)]
+    assert problems(renumber(log), signer) == [(Reason.BROKEN_CHAIN, 3)]
+
+
+def test_an_unknown_signer_is_named(log: list[StoredEvent]) -> None:
+    assert problems(log, Signer.generate())[0] == (Reason.UNKNOWN_KEY, 1)
+
+
+def test_an_event_moved_to_another_subject_is_caught(
+    log: list[StoredEvent], signer: Signer
+) -> None:
+    moved = StoredEvent(STREAM, 1, "b3iq.ev.node.n2", log[0].data)
+    outcome = verify_event(moved, Keyring({"cp": signer.public_key}))
+    assert not hasattr(outcome, "event")
+    assert outcome.reason == Reason.SUBJECT_MISMATCH  # type: ignore[union-attr]
+
+
+def resign(data: bytes, signer: Signer, **changes: object) -> bytes:
+    body = decode_body(split_wire(data).body)
+    new = canonical_bytes(msgspec.structs.replace(body, **changes))
+    return wire_bytes(new, signer.sign(new))
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"schema_version": 99}, Reason.SCHEMA_MISMATCH),
+        ({"type": "NoSuchEvent"}, Reason.UNKNOWN_TYPE),
+        ({"type": "HeartbeatRecorded"}, Reason.SCHEMA_MISMATCH),  # payload is NodeEnrolled
+        ({"payload": msgspec.Raw(b'{"type":"NodeEnrolled"}')}, Reason.SCHEMA_MISMATCH),
+    ],
+)
+def test_validly_signed_but_wrong_schema_is_precise(
+    log: list[StoredEvent], signer: Signer, changes: dict[str, object], reason: Reason
+) -> None:
+    stored = StoredEvent(STREAM, 1, SUBJECT, resign(log[0].data, signer, **changes))
+    outcome = verify_event(stored, Keyring({"cp": signer.public_key}))
+    assert outcome.reason == reason  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("garbage", [b"", b"{}", b"[1,2]", b'{"body":{},"sig":"x"}', b"\xff" * 9])
+def test_garbage_is_malformed_not_a_crash(garbage: bytes, signer: Signer) -> None:
+    outcome = verify_event(StoredEvent(STREAM, 1, SUBJECT, garbage), Keyring())
+    assert outcome.reason == Reason.MALFORMED  # type: ignore[union-attr]
+
+
+def test_the_signature_covers_every_envelope_field(signer: Signer) -> None:
+    fields = {f.name for f in msgspec.structs.fields(EnvelopeBody)}
+    sealed = seal(SUBJECT, [enrolled("n1", signer)], prev_hash=None, signer=signer, now=NOW)
+    body = split_wire(sealed[0].data).body
+    assert set(msgspec.json.decode(body)) == fields
+
+
+def test_chains_link_consecutive_appends(signer: Signer) -> None:
+    first = seal(SUBJECT, [enrolled("n1", signer)], prev_hash=None, signer=signer, now=NOW)
+    second = seal(
+        SUBJECT, [heartbeat("n1", 1, signer)], prev_hash=first[0].hash, signer=signer, now=NOW
+    )
+    assert decode_body(split_wire(second[0].data).body).prev_hash == first[0].hash
