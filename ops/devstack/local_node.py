@@ -1,0 +1,54 @@
+"""The dev stack's local node: a tiny model made here, a local key in a 0600 file."""
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Protocol
+
+from rich.console import Console
+
+console = Console()
+
+
+class Stack(Protocol):
+    data_dir: Path
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]: ...
+
+
+def _host(*args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "b3iq-host"), *args]
+
+
+def start_local_node(stack: Stack, port: int) -> None:
+    home = stack.data_dir / "node"
+    model = home / "models" / "tiny-llama.gguf"
+    key_file = stack.data_dir / "local-api-key"
+    if not (home / "identity.ed25519").exists() and not (home / "state.sqlite3").exists():
+        subprocess.run(_host("init", "--home", str(home)), check=True, capture_output=True)
+    if not model.exists():
+        model.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(_host("models", "make-tiny", str(model)), check=True, capture_output=True)
+    if not key_file.exists():
+        subprocess.run(
+            _host("keys", "create", "--home", str(home), "--name", "dev", "--out", str(key_file)),
+            check=True,
+            capture_output=True,
+        )
+    stack.spawn(
+        "node", *_host("run", "--home", str(home), "--port", str(port), "--model", str(model))
+    )
+    base = f"http://127.0.0.1:{port}/v1"
+    console.print("Try the local node (the key is read from a file, never put in argv):")
+    console.print(
+        f'  curl -s {base}/chat/completions -H "Authorization: Bearer $(cat {key_file})" \\\n'
+        '    -H "Content-Type: application/json" \\\n'
+        '    -d \'{"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}],'
+        ' "max_tokens": 16}\''
+    )
+    console.print(
+        f"  python -c 'import openai; c = openai.OpenAI(base_url=\"{base}\", "
+        f'api_key=open("{key_file}").read().strip()); '
+        "print(c.chat.completions.create(model=\"tiny-llama\", max_tokens=16, "
+        "messages=[{\"role\": \"user\", \"content\": \"hi\"}]))'"
+    )
