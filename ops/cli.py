@@ -91,6 +91,64 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return 1 if report.differences else 0
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from adapters.audit import keyring_from_file, verify_log
+    from adapters.bootstrap import topology_for
+    from adapters.jetstream import JetStreamEventStore
+    from adapters.keyfile import load_signer
+    from domain.signing import Keyring
+
+    settings = _settings(args)
+    topology = topology_for(settings)
+    if args.keys:
+        keyring = keyring_from_file(args.keys)
+    else:
+        keyring = Keyring()
+        keyring.add(load_signer(settings.key_path).public_key)
+
+    async def verify() -> Any:
+        store = await JetStreamEventStore.connect(settings.nats_url, topology)
+        try:
+            with Progress(console=console, transient=True) as progress:
+                tasks: dict[str, Any] = {}
+
+                def update(name: str, done: int, total: int) -> None:
+                    if name not in tasks:
+                        tasks[name] = progress.add_task(f"verifying {name}", total=total)
+                    progress.update(tasks[name], completed=done)
+
+                return await verify_log(store, topology, keyring, update)
+        finally:
+            await store.close()
+
+    verifier, problems = _run(verify())
+    if args.json:
+        import msgspec
+
+        report = {
+            "ok": not problems,
+            "verified": verifier.verified,
+            "by_type": dict(verifier.by_type),
+            "by_signer": dict(verifier.by_signer),
+            "problems": problems,
+        }
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    else:
+        table = Table(title=f"{verifier.verified} events verified")
+        table.add_column("event type")
+        table.add_column("count", justify="right")
+        for name, count in sorted(verifier.by_type.items()):
+            table.add_row(name, str(count))
+        for signer, count in sorted(verifier.by_signer.items()):
+            table.add_row(f"[dim]signed by {signer}[/dim]", str(count))
+        Console().print(table)
+        for problem in problems:
+            console.print(f"[red]FAIL[/red] {problem}")
+    return 1 if problems else 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from ops.devstack.stack import run_dev_stack
 
@@ -122,6 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--data-dir", type=Path, help="keys and state (B3IQ_DATA_DIR)")
     rebuild.add_argument("--keep", action="store_true", help="keep the scratch schema")
     rebuild.set_defaults(func=cmd_rebuild)
+
+    audit = sub.add_parser("audit", help="auditor tools").add_subparsers(
+        dest="audit", required=True
+    )
+    verify = audit.add_parser("verify", help="check every signature, chain and sequence in the log")
+    verify.add_argument("--keys", type=Path, help="public keys as served by GET /v1/keys")
+    verify.add_argument("--data-dir", type=Path, help="use this control plane's own key")
+    verify.add_argument("--json", action="store_true", help="a machine-readable report")
+    verify.set_defaults(func=cmd_audit_verify)
 
     dev = sub.add_parser("dev", help="run the whole stack locally with embedded servers")
     dev.add_argument("--data-dir", default=".b3iq", help="where everything lives (./.b3iq)")

@@ -99,7 +99,8 @@ async def _postgres_check(
     except Exception as exc:
         return Check(False, f"database unreachable: {type(exc).__name__}"), Check(False), []
     head = head_revision()
-    migrations = Check(revision == head, f"at {revision}, code needs {head}")
+    current = revision == head
+    migrations = Check(current, "" if current else f"at {revision}, code needs {head}")
     lags = []
     for projection in all_projections():
         stream = (

@@ -6,6 +6,7 @@ node run as child processes, exactly as they would be deployed.
 """
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -112,6 +113,7 @@ def _bin(name: str) -> str:
 
 
 def run_dev_stack(data_dir: Path, *, with_node: bool = True) -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     stack = DevStack(data_dir)
     stop = False
 
