@@ -16,28 +16,28 @@ class Stack(Protocol):
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]: ...
 
 
-def _host(*args: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "b3iq-host"), *args]
+def _host(home: Path, *args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "b3iq-host"), "--home", str(home), *args]
 
 
 def start_local_node(stack: Stack, port: int) -> None:
     home = stack.data_dir / "node"
     model = home / "models" / "tiny-llama.gguf"
     key_file = stack.data_dir / "local-api-key"
-    if not (home / "identity.ed25519").exists() and not (home / "state.sqlite3").exists():
-        subprocess.run(_host("init", "--home", str(home)), check=True, capture_output=True)
+    if not (home / "node.sqlite3").exists():
+        subprocess.run(_host(home, "init"), check=True, capture_output=True)
     if not model.exists():
         model.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(_host("models", "make-tiny", str(model)), check=True, capture_output=True)
+        subprocess.run(
+            _host(home, "models", "make-tiny", str(model)), check=True, capture_output=True
+        )
     if not key_file.exists():
         subprocess.run(
-            _host("keys", "create", "--home", str(home), "--name", "dev", "--out", str(key_file)),
+            _host(home, "keys", "create", "--name", "dev", "--out", str(key_file)),
             check=True,
             capture_output=True,
         )
-    stack.spawn(
-        "node", *_host("run", "--home", str(home), "--port", str(port), "--model", str(model))
-    )
+    stack.spawn("node", *_host(home, "run", "--port", str(port), "--model", str(model)))
     base = f"http://127.0.0.1:{port}/v1"
     console.print("Try the local node (the key is read from a file, never put in argv):")
     console.print(
@@ -47,8 +47,8 @@ def start_local_node(stack: Stack, port: int) -> None:
         ' "max_tokens": 16}\''
     )
     console.print(
-        f"  python -c 'import openai; c = openai.OpenAI(base_url=\"{base}\", "
+        f'  python -c \'import openai; c = openai.OpenAI(base_url="{base}", '
         f'api_key=open("{key_file}").read().strip()); '
-        "print(c.chat.completions.create(model=\"tiny-llama\", max_tokens=16, "
-        "messages=[{\"role\": \"user\", \"content\": \"hi\"}]))'"
+        'print(c.chat.completions.create(model="tiny-llama", max_tokens=16, '
+        'messages=[{"role": "user", "content": "hi"}]))\''
     )

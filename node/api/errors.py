@@ -1,0 +1,86 @@
+"""Errors on the wire: OpenAI's shape with a `b3iq` block on /v1, problem JSON elsewhere."""
+
+import logging
+import re
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from node.errors import NodeError
+
+log = logging.getLogger("b3iq.node")
+
+OPENAI_TYPES = {400: "invalid_request_error", 413: "invalid_request_error"}
+OPENAI_TYPES |= {415: "invalid_request_error", 422: "invalid_request_error"}
+OPENAI_TYPES |= {401: "authentication_error", 403: "authentication_error"}
+OPENAI_TYPES |= {402: "insufficient_quota", 404: "not_found_error", 409: "conflict_error"}
+OPENAI_TYPES |= {429: "rate_limit_error"}
+_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+_CODES |= {415: "unsupported_media_type"}
+_JSON_PATH = re.compile(r"\s*-\s*at `\$\.?([^`]*)`$")
+
+
+def openai_type(status: int) -> str:
+    return OPENAI_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def error_body(error: NodeError, openai: bool) -> dict[str, Any]:
+    problem = {
+        "status": error.status,
+        "title": error.title,
+        "detail": error.message,
+        "code": error.family,
+    }
+    if not openai:
+        return {"error": problem}
+    return {
+        "error": {
+            "message": error.message,
+            "type": openai_type(error.status),
+            "param": error.param,
+            "code": error.code,
+            "b3iq": problem,
+        }
+    }
+
+
+def render(request: Request[Any, Any, Any], error: NodeError) -> Response[Any]:
+    openai = request.url.path.startswith("/v1/")
+    headers = {"Retry-After": "1"} if error.status in (429, 503) else None
+    return Response(error_body(error, openai), status_code=error.status, headers=headers)
+
+
+def from_validation(exc: ValidationException) -> NodeError:
+    """A 400 that names the offending field, from Litestar's msgspec validation error."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    for item in extra:
+        if not isinstance(item, dict):
+            continue
+        message = str(item.get("message", "invalid value"))
+        path = _JSON_PATH.search(message)
+        param = path.group(1) if path else item.get("key")
+        message = _JSON_PATH.sub("", message)
+        if param and param != "data":
+            return NodeError(400, "invalid_request", f"{param}: {message}", param=str(param))
+        return NodeError(400, "invalid_request", f"malformed request body: {message}")
+    return NodeError(400, "invalid_request", f"malformed request: {exc.detail}")
+
+
+def handle_node_error(request: Request[Any, Any, Any], exc: NodeError) -> Response[Any]:
+    return render(request, exc)
+
+
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if isinstance(exc, ValidationException):
+        return render(request, from_validation(exc))
+    status = exc.status_code
+    message = "request body is larger than this node accepts" if status == 413 else exc.detail
+    code = _CODES.get(status, "invalid_request" if status < 500 else "internal_error")
+    return render(request, NodeError(status, code, message))
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # The type only: exception text may quote the request, and prompts never reach logs.
+    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    return render(request, NodeError(500, "internal_error", "internal error"))

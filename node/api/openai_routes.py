@@ -1,0 +1,134 @@
+"""The OpenAI-compatible local API under /v1."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import FromQuery, JSONBody
+from litestar.response import Stream
+
+from node.api.auth import local_key, require_local_key, services_of
+from node.api.schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ModelCard,
+    ModelList,
+)
+from node.catalog import ModelProfile
+from node.completions import CompletionService
+from node.errors import NodeError
+from node.keys import require_scope
+from node.receipts import Receipt
+
+_sse = msgspec.json.Encoder()
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class ProfileList(msgspec.Struct, frozen=True):
+    data: list[ModelProfile]
+    object: str = "list"
+
+
+class ReceiptList(msgspec.Struct, frozen=True):
+    data: list[Receipt]
+    node_id: str
+    public_key: str
+    object: str = "list"
+
+
+@get("/v1/models", guards=[require_local_key], opt={"scope": "models"}, sync_to_thread=False)
+def list_models(request: Request[Any, Any, Any]) -> ModelList:
+    services, key = services_of(request), local_key(request)
+    created = int(services.started_at)
+    return ModelList(
+        [
+            ModelCard(id=name, created=created)
+            for name in services.runtimes
+            if key.allows_model(name)
+        ]
+    )
+
+
+async def _until_disconnect(request: Request[Any, Any, Any]) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+@post(
+    "/v1/chat/completions",
+    guards=[require_local_key],
+    opt={"scope": "chat"},
+    status_code=200,
+    responses={},
+)
+async def chat_completions(
+    request: Request[Any, Any, Any], data: JSONBody[ChatCompletionRequest]
+) -> ChatCompletion | Stream:
+    arrived = time.perf_counter()
+    services = services_of(request)
+    require_scope(local_key(request), "chat", data.model)
+    service = CompletionService(services)
+    runtime = service.runtime(data.model)
+    if data.stream:
+        chunks = await service.stream(data, runtime, arrived)
+        return Stream(_sse_events(chunks), media_type="text/event-stream", headers=SSE_HEADERS)
+    work = asyncio.ensure_future(service.complete(data, runtime, arrived))
+    gone = asyncio.ensure_future(_until_disconnect(request))
+    await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+    if not work.done():  # the client left: give the model's slot to the next request
+        work.cancel()
+        raise NodeError(499, "client_closed_request", "client closed the request")
+    gone.cancel()
+    return work.result()
+
+
+async def _sse_events(chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        yield b"data: " + _sse.encode(chunk) + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+@get(
+    "/v1/model-profiles",
+    guards=[require_local_key],
+    opt={"scope": "profiles"},
+    sync_to_thread=False,
+)
+def model_profiles(request: Request[Any, Any, Any]) -> ProfileList:
+    key = local_key(request)
+    return ProfileList([p for p in services_of(request).profiles() if key.allows_model(p.model)])
+
+
+@get("/v1/receipts", guards=[require_local_key], opt={"scope": "receipts"}, sync_to_thread=False)
+def list_receipts(request: Request[Any, Any, Any], limit: FromQuery[int] = 50) -> ReceiptList:
+    services = services_of(request)
+    limit = max(1, min(limit, 500))
+    return ReceiptList(
+        data=services.receipts.recent(limit),
+        node_id=services.identity.node_id,
+        public_key=services.identity.public_key_hex,
+    )
+
+
+@post(
+    "/v1/receipts/submit",
+    guards=[require_local_key],
+    opt={"scope": "receipts"},
+    sync_to_thread=False,
+)
+def submit_receipts(request: Request[Any, Any, Any]) -> Response[Any]:
+    if not services_of(request).enrolled:
+        raise NodeError(
+            409,
+            "not_enrolled",
+            "this node is in Local Mode; receipts are kept locally until it is enrolled "
+            "with a control plane (Managed Mode)",
+        )
+    raise NodeError(501, "not_implemented", "receipt submission is not implemented yet")
+
+
+ROUTES = [list_models, chat_completions, model_profiles, list_receipts, submit_receipts]

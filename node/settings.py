@@ -1,0 +1,76 @@
+"""The host agent's configuration, read once from the environment into one typed object."""
+
+import os
+from pathlib import Path
+
+import msgspec
+
+DEFAULT_PORT = 8831
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _decode_path(kind: type, value: object) -> object:
+    if kind is Path and isinstance(value, str | Path):
+        return Path(value)
+    raise NotImplementedError
+
+
+class NodeSettings(msgspec.Struct, frozen=True, kw_only=True):
+    home: Path = Path("~/.b3iq-host")
+    """B3IQ_HOME: all node state (database, identity key, models)."""
+    host: str = "127.0.0.1"
+    """B3IQ_HOST_BIND: where the local API listens; loopback unless --allow-lan."""
+    port: int = DEFAULT_PORT
+    """B3IQ_HOST_PORT."""
+    allow_lan: bool = False
+    """B3IQ_ALLOW_LAN: permit a non-loopback bind address."""
+    max_body_bytes: int = 4_000_000
+    """B3IQ_MAX_BODY_BYTES: larger request bodies get 413."""
+    max_queue: int = 64
+    """B3IQ_MAX_QUEUE: requests waiting for one model before new ones are refused."""
+    n_threads: int = 0
+    """B3IQ_N_THREADS: llama.cpp threads per model (0: let llama.cpp choose)."""
+    n_ctx: int = 0
+    """B3IQ_N_CTX: context size per model (0: the model's trained context)."""
+    session_ttl_s: int = 12 * 3600
+    """B3IQ_SESSION_TTL_S: lifetime of an owner session on the setup page."""
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home.expanduser()
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "node.sqlite3"
+
+    @property
+    def key_path(self) -> Path:
+        return self.state_dir / "identity.ed25519"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.state_dir / "models"
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "NodeSettings":
+        env = os.environ if environ is None else environ
+        names = {"host": "B3IQ_HOST_BIND", "port": "B3IQ_HOST_PORT"}
+        values: dict[str, object] = {}
+        for field in msgspec.structs.fields(cls):
+            raw = env.get(names.get(field.name, f"B3IQ_{field.name.upper()}"))
+            if raw:
+                values[field.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return msgspec.convert(values, cls, strict=False, dec_hook=_decode_path)
+        except msgspec.ValidationError as exc:
+            raise SystemExit(f"invalid setting: {exc}") from None

@@ -1,0 +1,57 @@
+"""One model, many clients: queued not interleaved, no broken streams, disconnects free the slot."""
+
+import asyncio
+import time
+
+import httpx
+import openai
+
+from tests.e2e.node.conftest import NO_END, Node
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+async def test_eight_concurrent_streams_all_complete(node: Node) -> None:
+    client = openai.AsyncOpenAI(base_url=f"{node.url}/v1", api_key=node.key, max_retries=0)
+
+    async def one() -> int:
+        stream = await client.chat.completions.create(
+            model="tiny",
+            messages=HELLO,
+            max_tokens=32,
+            logit_bias=NO_END,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        usage = [c.usage async for c in stream if c.usage]
+        return usage[0].completion_tokens
+
+    assert await asyncio.gather(*(one() for _ in range(8))) == [32] * 8
+    await client.close()
+
+
+def test_client_disconnect_mid_stream_frees_the_slot(node: Node) -> None:
+    runtime = node.services.runtimes["tiny"]
+    body = {
+        "model": "tiny",
+        "messages": HELLO,
+        "max_tokens": 400,
+        "logit_bias": NO_END,
+        "stream": True,
+    }
+    headers = {"Authorization": f"Bearer {node.key}"}
+    with (
+        httpx.Client() as client,
+        client.stream("POST", f"{node.url}/v1/chat/completions", json=body, headers=headers) as r,
+    ):
+        next(r.iter_lines())
+    deadline = time.monotonic() + 5
+    while runtime.queue_depth and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runtime.queue_depth == 0
+    reply = httpx.post(
+        f"{node.url}/v1/chat/completions",
+        json={"model": "tiny", "messages": HELLO, "max_tokens": 2},
+        headers=headers,
+    )
+    assert reply.status_code == 200
