@@ -5,10 +5,6 @@ import sys
 from pathlib import Path
 from typing import Protocol
 
-from rich.console import Console
-
-console = Console()
-
 
 class Stack(Protocol):
     data_dir: Path
@@ -20,7 +16,8 @@ def _host(home: Path, *args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "b3iq-host"), "--home", str(home), *args]
 
 
-def start_local_node(stack: Stack, port: int) -> None:
+def start_local_node(stack: Stack, port: int) -> list[str]:
+    """Start the node; returns copy-paste examples that use it."""
     home = stack.data_dir / "node"
     model = home / "models" / "tiny-llama.gguf"
     key_file = stack.data_dir / "local-api-key"
@@ -39,16 +36,17 @@ def start_local_node(stack: Stack, port: int) -> None:
         )
     stack.spawn("node", *_host(home, "run", "--port", str(port), "--model", str(model)))
     base = f"http://127.0.0.1:{port}/v1"
-    console.print("Try the local node (the key is read from a file, never put in argv):")
-    console.print(
+    hints = ["Try the local node (the key is read from a file, never put in argv):"]
+    hints.append(
         f'  curl -s {base}/chat/completions -H "Authorization: Bearer $(cat {key_file})" \\\n'
         '    -H "Content-Type: application/json" \\\n'
         '    -d \'{"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}],'
         ' "max_tokens": 16}\''
     )
-    console.print(
-        f'  python -c \'import openai; c = openai.OpenAI(base_url="{base}", '
+    hints.append(
+        f'  uv run python -c \'import openai; c = openai.OpenAI(base_url="{base}", '
         f'api_key=open("{key_file}").read().strip()); '
         'print(c.chat.completions.create(model="tiny-llama", max_tokens=16, '
         'messages=[{"role": "user", "content": "hi"}]))\''
     )
+    return hints

@@ -23,7 +23,7 @@ from adapters.postgres import migrate
 from ops.devstack.nats_server import NatsServer, port_accepts
 from ops.devstack.postgres_server import PostgresServer
 
-console = Console()
+console = Console(soft_wrap=True)  # URLs and commands must stay copy-pasteable
 API_PORT, PROJECTOR_METRICS_PORT, NODE_PORT = 8830, 8833, 8831
 NATS_PORT, PG_PORT = 14222, 15432
 DATABASE = "b3iq"
@@ -123,6 +123,7 @@ def run_dev_stack(data_dir: Path, *, with_node: bool = True) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    hints: list[str] = []
     try:
         with console.status("starting NATS and PostgreSQL…"):
             stack.start_servers()
@@ -133,7 +134,7 @@ def run_dev_stack(data_dir: Path, *, with_node: bool = True) -> int:
         if with_node:
             from ops.devstack.local_node import start_local_node
 
-            start_local_node(stack, NODE_PORT)
+            hints = start_local_node(stack, NODE_PORT)
         api = f"http://127.0.0.1:{API_PORT}"
         with console.status("waiting for the control plane…"):
             up = _wait_http(f"{api}/health", 30, lambda: stack.dead_child() is None)
@@ -141,6 +142,8 @@ def run_dev_stack(data_dir: Path, *, with_node: bool = True) -> int:
             console.print(f"[red]the stack did not come up; logs in {stack.data_dir}[/red]")
             return 1
         _print_urls(stack, api)
+        for line in hints:
+            console.print(line, highlight=False, markup=False)
         while not stop:
             dead = stack.dead_child()
             if dead:
