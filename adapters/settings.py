@@ -1,9 +1,13 @@
 """All configuration, read once from the environment into one typed object."""
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
+
+S = TypeVar("S", bound=msgspec.Struct)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,18 +39,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.signing_key_path or self.data_dir / "keys" / "control-plane.ed25519"
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for field in msgspec.structs.fields(cls):
-            raw = env.get(f"B3IQ_{field.name.upper()}")
-            if raw is not None and raw != "":
-                values[field.name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return msgspec.convert(values, cls, strict=False, dec_hook=_to_path)
-        except msgspec.ValidationError as exc:
-            raise SystemExit(f"invalid setting: {exc}") from None
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        return read_settings(cls, environ, overrides)
+
+
+def read_settings(
+    cls: type[S],
+    environ: Mapping[str, str] | None,
+    overrides: Mapping[str, object],
+    names: Mapping[str, str] | None = None,
+) -> S:
+    """Fill a settings Struct from B3IQ_<FIELD> variables (or ``names``), then overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for field in msgspec.structs.fields(cls):
+        raw = env.get((names or {}).get(field.name, f"B3IQ_{field.name.upper()}"))
+        if raw:
+            values[field.name] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return msgspec.convert(values, cls, strict=False, dec_hook=_to_path)
+    except msgspec.ValidationError as exc:
+        raise SystemExit(f"invalid setting: {exc}") from None
 
 
 def _to_path(kind: type, value: object) -> object:

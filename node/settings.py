@@ -1,18 +1,13 @@
 """The host agent's configuration, read once from the environment into one typed object."""
 
-import os
 from pathlib import Path
 
 import msgspec
 
+from adapters.settings import read_settings
+
 DEFAULT_PORT = 8831
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-def _decode_path(kind: type, value: object) -> object:
-    if kind is Path and isinstance(value, str | Path):
-        return Path(value)
-    raise NotImplementedError
 
 
 class NodeSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,15 +57,5 @@ class NodeSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "NodeSettings":
-        env = os.environ if environ is None else environ
         names = {"host": "B3IQ_HOST_BIND", "port": "B3IQ_HOST_PORT"}
-        values: dict[str, object] = {}
-        for field in msgspec.structs.fields(cls):
-            raw = env.get(names.get(field.name, f"B3IQ_{field.name.upper()}"))
-            if raw:
-                values[field.name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return msgspec.convert(values, cls, strict=False, dec_hook=_decode_path)
-        except msgspec.ValidationError as exc:
-            raise SystemExit(f"invalid setting: {exc}") from None
+        return read_settings(cls, environ, overrides, names)
