@@ -12,10 +12,10 @@ import asyncpg
 from adapters.jetstream import JetStreamEventStore
 from adapters.recorder import Recorder
 from adapters.services import rebuild
-from adapters.settings import Settings
 from domain.signing import Signer
 from domain.streams import Topology
 from tests.conftest import Servers
+from tests.integration.test_projector import settings_for
 from tests.support import heartbeat
 
 B3IQ = str(Path(sys.executable).parent / "b3iq")
@@ -79,10 +79,5 @@ async def test_kill_9_mid_replay_then_restart_equals_a_clean_rebuild(
         projector.wait(timeout=10)
     total = await pool.fetchval("SELECT sum(heartbeat_count) FROM node_heartbeats")
     assert total == BEATS
-    settings = Settings(
-        nats_url=servers.nats_url,
-        database_url=database_url,
-        stream_prefix=topology.prefix,
-        data_dir=tmp_path,
-    )
+    settings = settings_for(servers, database_url, topology, tmp_path)
     assert (await rebuild(settings)).differences == []
