@@ -14,7 +14,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from node.errors import NodeError
 from node.runtime.base import Completion, Message, SamplingParams
-from node.runtime.queue import QueueGauge
+from node.runtime.queue import QueuedRuntime, QueueGauge
 from node.runtime.text import TextAssembler
 from node.tiny_model import CHATML_TEMPLATE
 
@@ -33,7 +33,7 @@ class Cancelled(Exception):
     """The client went away; the slot is given back at the next token."""
 
 
-class LlamaRuntime:
+class LlamaRuntime(QueuedRuntime):
     kind = "llama_cpp"
 
     def __init__(
@@ -56,14 +56,6 @@ class LlamaRuntime:
         self._formatter: Jinja2ChatFormatter | None = None
         self._pieces: dict[int, bytes] = {}
         self.failure: str | None = None
-
-    @property
-    def queue_depth(self) -> int:
-        return self._gauge.depth
-
-    @property
-    def queue_health(self) -> str:
-        return "unhealthy" if self.failure else self._gauge.health
 
     @property
     def context_length(self) -> int:

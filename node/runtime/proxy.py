@@ -10,7 +10,7 @@ import msgspec
 
 from node.errors import NodeError
 from node.runtime.base import Completion, Message, SamplingParams
-from node.runtime.queue import QueueGauge
+from node.runtime.queue import QueuedRuntime, QueueGauge
 
 
 class _Usage(msgspec.Struct):
@@ -36,7 +36,7 @@ class _Reply(msgspec.Struct):
 _reply = msgspec.json.Decoder(_Reply)
 
 
-class ProxyRuntime:
+class ProxyRuntime(QueuedRuntime):
     def __init__(
         self,
         name: str,
@@ -56,14 +56,6 @@ class ProxyRuntime:
         self._slots = asyncio.Semaphore(parallel)
         self._client = httpx.AsyncClient(timeout=timeout_s)
         self.failure: str | None = None
-
-    @property
-    def queue_depth(self) -> int:
-        return self._gauge.depth
-
-    @property
-    def queue_health(self) -> str:
-        return "unhealthy" if self.failure else self._gauge.health
 
     async def start(self) -> None:
         await self.probe()

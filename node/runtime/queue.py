@@ -32,3 +32,18 @@ class QueueGauge:
             yield
         finally:
             self.depth -= 1
+
+
+class QueuedRuntime:
+    """What every runtime reports about its queue: a failed runtime is unhealthy."""
+
+    _gauge: QueueGauge
+    failure: str | None
+
+    @property
+    def queue_depth(self) -> int:
+        return self._gauge.depth
+
+    @property
+    def queue_health(self) -> str:
+        return "unhealthy" if self.failure else self._gauge.health
