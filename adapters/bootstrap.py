@@ -4,8 +4,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from adapters.jetstream import JetStreamEventStore
 from adapters.keyfile import load_or_create_signer
-from adapters.memory_store import InMemoryEventStore
 from adapters.postgres import create_pool, require_migrated
 from adapters.recorder import Recorder
 from adapters.settings import Settings
@@ -23,7 +23,7 @@ class ControlPlane:
     topology: Topology
     signer: Signer
     store: EventStore
-    pool: asyncpg.Pool | None
+    pool: asyncpg.Pool
     recorder: Recorder
     keyring: Keyring = field(default_factory=Keyring)
 
@@ -42,8 +42,7 @@ class ControlPlane:
         close = getattr(self.store, "close", None)
         if close is not None:
             await close()
-        if self.pool is not None:
-            await self.pool.close()
+        await self.pool.close()
 
 
 def topology_for(settings: Settings) -> Topology:
@@ -56,37 +55,25 @@ async def bootstrap(
     store: EventStore | None = None,
     pool: asyncpg.Pool | None = None,
     signer: Signer | None = None,
-    with_database: bool = True,
 ) -> ControlPlane:
     """Connect everything; raises StoreUnavailable / DatabaseUnavailable naming the URL."""
-    from adapters.jetstream import JetStreamEventStore
-
     topology = topology_for(settings)
     signer = signer or load_or_create_signer(settings.key_path)
     if store is None:
         store = await JetStreamEventStore.connect(
             settings.nats_url, topology, replicas=settings.stream_replicas
         )
-    if pool is None and with_database:
+    if pool is None:
         pool = await create_pool(settings.database_url)
         await require_migrated(pool)
-    keyring = Keyring()
-    keyring.add(signer.public_key)
     plane = ControlPlane(
-        settings, topology, signer, store, pool, Recorder(store, signer, topology), keyring
+        settings,
+        topology,
+        signer,
+        store,
+        pool,
+        Recorder(store, signer, topology),
+        Keyring([signer.public_key]),
     )
     await plane.publish_signing_key()
     return plane
-
-
-def in_memory(settings: Settings | None = None) -> ControlPlane:
-    """A control plane on the in-memory store and no database, for unit tests."""
-    settings = settings or Settings()
-    topology = topology_for(settings)
-    signer = Signer.generate()
-    store = InMemoryEventStore(topology)
-    keyring = Keyring()
-    keyring.add(signer.public_key)
-    return ControlPlane(
-        settings, topology, signer, store, None, Recorder(store, signer, topology), keyring
-    )

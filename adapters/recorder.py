@@ -2,13 +2,15 @@
 
 import asyncio
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from domain.decoding import Decoded, decode_stored, stored_hash
+from domain.envelope import StoredEvent
 from domain.events import Event
 from domain.ports import AppendResult, ConcurrencyConflict, EventStore
-from domain.sealing import seal
+from domain.sealing import Sealed, seal
 from domain.signing import Signer
 from domain.streams import Topology
 
@@ -21,6 +23,9 @@ def utcnow() -> datetime:
 
 
 class Recorder:
+    TAILS_KEPT = 10_000
+    """Subjects whose last event we remember, most recently used first."""
+
     def __init__(
         self,
         store: EventStore,
@@ -35,16 +40,21 @@ class Recorder:
         self.topology = topology
         self.clock = clock
         self.max_attempts = max_attempts
+        self._tails: OrderedDict[str, StoredEvent] = OrderedDict()
 
     async def record(self, subject: str, decide: Decide) -> AppendResult | None:
         """Append what ``decide`` returns, atomically, chained to the subject's tail.
 
         A concurrent writer makes the append fail without writing; we then reload and
         decide again (bounded), so every decision is made on the state it extends.
+        The tail we appended last is remembered: if another process has moved the subject
+        on since, the conditional append refuses it and the retry reads the real tail.
         Returns None when ``decide`` decided nothing.
         """
         for attempt in range(self.max_attempts):
-            tail = await self.store.last(subject)
+            tail = self._tails.get(subject) if attempt == 0 else None
+            if tail is None:
+                tail = await self.store.last(subject)
             events = decide(None if tail is None else decode_stored(tail))
             if not events:
                 return None
@@ -56,23 +66,32 @@ class Recorder:
                 now=self.clock(),
             )
             try:
-                return await self.store.append(subject, sealed, tail.seq if tail else 0)
+                result = await self.store.append(subject, sealed, tail.seq if tail else 0)
             except ConcurrencyConflict:
+                self._tails.pop(subject, None)
                 if attempt + 1 == self.max_attempts:
                     raise
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))  # noqa: S311
+                continue
+            self._remember(StoredEvent(result.stream, result.last_seq, subject, sealed[-1].data))
+            return result
         raise AssertionError("unreachable")
+
+    def _remember(self, tail: StoredEvent) -> None:
+        if tail.seq == 0:  # a retried batch whose position is unknown
+            self._tails.pop(tail.subject, None)
+            return
+        self._tails[tail.subject] = tail
+        self._tails.move_to_end(tail.subject)
+        if len(self._tails) > self.TAILS_KEPT:
+            self._tails.popitem(last=False)
 
     async def record_evidence(self, items: Sequence[tuple[str, Event]]) -> list[AppendResult]:
         """High-volume, unchained evidence (heartbeats): pipelined, unconditional appends."""
         now = self.clock()
-        sealed = [
-            (
-                subject,
-                seal(subject, [event], prev_hash=None, signer=self.signer, now=now, chained=False)[
-                    0
-                ],
-            )
-            for subject, event in items
-        ]
-        return await self.store.append_many(sealed)
+        return await self.store.append_many(
+            [(subject, self._unchained(subject, event, now)) for subject, event in items]
+        )
+
+    def _unchained(self, subject: str, event: Event, now: datetime) -> Sealed:
+        return seal(subject, [event], prev_hash=None, signer=self.signer, now=now, chained=False)[0]

@@ -49,7 +49,6 @@ async def serve(settings: Settings) -> None:
 
 
 def runners_for(plane: ControlPlane, batch_size: int) -> list[ProjectionRunner]:
-    assert plane.pool is not None
     return [
         ProjectionRunner(plane.pool, plane.store, plane.topology, p, batch_size=batch_size)
         for p in all_projections()
@@ -82,7 +81,6 @@ async def _observed(runner: ProjectionRunner, stop: asyncio.Event) -> None:
 
 
 async def _live_positions(plane: ControlPlane) -> dict[tuple[str, str], int]:
-    assert plane.pool is not None
     async with plane.pool.acquire() as conn:
         return await checkpoints(conn)
 

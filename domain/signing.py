@@ -1,6 +1,6 @@
 """Ed25519 keys, key ids and detached signatures (pure: no files, no clocks)."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import nacl.exceptions
@@ -48,9 +48,9 @@ class PublicKey(NamedTuple):
 class Keyring:
     """Public keys by key id; verification never needs anything else."""
 
-    def __init__(self, keys: Mapping[str, bytes] | None = None) -> None:
+    def __init__(self, public_keys: Iterable[bytes] = ()) -> None:
         self._verifiers: dict[str, nacl.signing.VerifyKey] = {}
-        for public_key in (keys or {}).values():
+        for public_key in public_keys:
             self.add(public_key)
 
     def add(self, public_key: bytes) -> str:

@@ -105,8 +105,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     if args.keys:
         keyring = keyring_from_file(args.keys)
     else:
-        keyring = Keyring()
-        keyring.add(load_signer(settings.key_path).public_key)
+        keyring = Keyring([load_signer(settings.key_path).public_key])
 
     async def verify() -> Any:
         store = await JetStreamEventStore.connect(settings.nats_url, topology)

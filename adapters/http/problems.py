@@ -1,6 +1,7 @@
 """Errors at the HTTP boundary: problem JSON with stable codes, never a traceback."""
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 import asyncpg
@@ -98,8 +99,6 @@ def make_handlers(retry_after_s: int) -> dict[type[Exception], object]:
 
 
 def _title(status: int) -> str:
-    from http import HTTPStatus
-
     try:
         return HTTPStatus(status).phrase
     except ValueError:

@@ -90,8 +90,6 @@ async def _nats_check(plane: NamedDependency[ControlPlane]) -> tuple[Check, dict
 async def _postgres_check(
     plane: ControlPlane, heads: dict[str, int]
 ) -> tuple[Check, Check, list[ProjectionLag]]:
-    if plane.pool is None:
-        return Check(False, "no database configured"), Check(False), []
     try:
         async with plane.pool.acquire(timeout=2) as conn:
             revision = await current_revision(conn)

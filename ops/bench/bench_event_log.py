@@ -515,7 +515,7 @@ async def _read_models_problem(pool: asyncpg.Pool, sizes: Sizes, heartbeats_last
 
 def verification(signer: Signer, topology: Topology, events: Sequence[StoredEvent]) -> Row:
     verifier = LogVerifier(
-        Keyring({"control-plane": signer.public_key}),
+        Keyring([signer.public_key]),
         unchained_streams=frozenset({topology.heartbeats.name}),
     )
     problems = 0

@@ -185,9 +185,32 @@ async def test_recorder_serializes_decisions_and_chains_them(
     assert [c.heartbeat_seq for c in counters if isinstance(c, HeartbeatRecorded)] == list(
         range(12)
     )
-    verifier = LogVerifier(Keyring({"cp": signer.public_key}))
+    verifier = LogVerifier(Keyring([signer.public_key]))
     assert [p for e in events for p in verifier.feed(e)] == []
     assert verifier.verified == 12
+
+
+async def test_recorders_in_two_processes_never_extend_a_stale_tail(
+    store: EventStore, topology: Topology, signer: Signer
+) -> None:
+    """Each recorder remembers the tail it wrote; the other one moving it on must not fork
+    the chain or lose a decision."""
+    first, second = (Recorder(store, signer, topology) for _ in range(2))
+    subject = topology.subject("node", "shared")
+
+    def next_heartbeat(tail: Decoded | None) -> list[Event]:
+        seq = 0 if tail is None else tail.event.heartbeat_seq + 1  # type: ignore[attr-defined]
+        return [heartbeat("shared", seq, signer)]
+
+    for recorder in (first, second, first, first, second, first):
+        await recorder.record(subject, next_heartbeat)
+    reader = await store.reader(topology.ledger.name, 1)
+    events = await reader.next_batch(100, 0.5)
+    await reader.close()
+    seqs = [decode_stored(e).event.heartbeat_seq for e in events]  # type: ignore[attr-defined]
+    assert seqs == list(range(6))
+    verifier = LogVerifier(Keyring([signer.public_key]))
+    assert [p for e in events for p in verifier.feed(e)] == []
 
 
 @pytest.mark.parametrize("implementation", [InMemoryEventStore, JetStreamEventStore])

@@ -19,10 +19,10 @@ async def test_verify_reads_the_whole_log_and_counts_it(
     js_store: JetStreamEventStore, topology: Topology, signer: Signer
 ) -> None:
     await fill(js_store, topology, signer, beats=300)
-    verifier, problems = await verify_log(js_store, topology, Keyring({"k": signer.public_key}))
+    verifier, problems = await verify_log(js_store, topology, Keyring([signer.public_key]))
     assert problems == []
     assert verifier.by_type == {"NodeEnrolled": 20, "HeartbeatRecorded": 300}
-    _, problems = await verify_log(js_store, topology, Keyring({"k": Signer.generate().public_key}))
+    _, problems = await verify_log(js_store, topology, Keyring([Signer.generate().public_key]))
     assert {p.reason for p in problems} == {Reason.UNKNOWN_KEY}
 
 

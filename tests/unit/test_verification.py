@@ -30,7 +30,7 @@ def log(signer: Signer) -> list[StoredEvent]:
 
 
 def problems(log: list[StoredEvent], signer: Signer) -> list[tuple[Reason, int]]:
-    verifier = LogVerifier(Keyring({"cp": signer.public_key}))
+    verifier = LogVerifier(Keyring([signer.public_key]))
     return [(p.reason, p.seq) for e in log for p in verifier.feed(e)]
 
 
@@ -39,7 +39,7 @@ def renumber(log: list[StoredEvent]) -> list[StoredEvent]:
 
 
 def test_an_untouched_log_verifies(log: list[StoredEvent], signer: Signer) -> None:
-    verifier = LogVerifier(Keyring({"cp": signer.public_key}))
+    verifier = LogVerifier(Keyring([signer.public_key]))
     assert [p for e in log for p in verifier.feed(e)] == []
     assert verifier.by_type == {"NodeEnrolled": 1, "HeartbeatRecorded": 4}
     assert verifier.by_signer == {signer.key_id: 5}
@@ -81,7 +81,7 @@ def test_an_event_moved_to_another_subject_is_caught(
     log: list[StoredEvent], signer: Signer
 ) -> None:
     moved = StoredEvent(STREAM, 1, "b3iq.ev.node.n2", log[0].data)
-    outcome = verify_event(moved, Keyring({"cp": signer.public_key}))
+    outcome = verify_event(moved, Keyring([signer.public_key]))
     assert not hasattr(outcome, "event")
     assert outcome.reason == Reason.SUBJECT_MISMATCH  # type: ignore[union-attr]
 
@@ -105,7 +105,7 @@ def test_validly_signed_but_wrong_schema_is_precise(
     log: list[StoredEvent], signer: Signer, changes: dict[str, object], reason: Reason
 ) -> None:
     stored = StoredEvent(STREAM, 1, SUBJECT, resign(log[0].data, signer, **changes))
-    outcome = verify_event(stored, Keyring({"cp": signer.public_key}))
+    outcome = verify_event(stored, Keyring([signer.public_key]))
     assert outcome.reason == reason  # type: ignore[union-attr]
 
 
