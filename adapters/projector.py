@@ -7,9 +7,10 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from adapters.outages import TRANSIENT
 from domain.decoding import decode_stored
 from domain.envelope import StoredEvent
-from domain.ports import EventReader, EventStore, StoreUnavailable
+from domain.ports import EventReader, EventStore
 from domain.streams import Topology
 from projections.checkpoints import lock_checkpoint, move_checkpoint
 from projections.projection import Projection
@@ -130,12 +131,7 @@ class ProjectionRunner:
             try:
                 await self.step(timeout=1.0)
                 backoff = 0.2
-            except (
-                StoreUnavailable,
-                OSError,
-                asyncpg.PostgresConnectionError,
-                asyncpg.InterfaceError,
-            ) as exc:
+            except TRANSIENT as exc:
                 log.warning("%s: %s; retrying in %.1fs", self.projection.name, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -4,26 +4,14 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 
-from adapters.postgres import DatabaseUnavailable
-from domain.ports import ConcurrencyConflict, StoreUnavailable
+from adapters.outages import TRANSIENT
+from domain.ports import ConcurrencyConflict
 
 log = logging.getLogger("b3iq.http")
-
-UNAVAILABLE = (
-    StoreUnavailable,
-    DatabaseUnavailable,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    ConnectionError,
-    TimeoutError,
-)
 
 
 class Problem(msgspec.Struct):
@@ -93,7 +81,7 @@ def make_handlers(retry_after_s: int) -> dict[type[Exception], object]:
         HTTPException: on_http,
         Exception: on_crash,
     }
-    for exc_type in UNAVAILABLE:
+    for exc_type in TRANSIENT:
         handlers[exc_type] = on_unavailable
     return handlers
 

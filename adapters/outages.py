@@ -1,0 +1,17 @@
+"""Failures that mean "a server is away for now": callers wait and retry, clients get 503."""
+
+import asyncpg
+
+from adapters.postgres import DatabaseUnavailable
+from domain.ports import StoreUnavailable
+
+TRANSIENT: tuple[type[Exception], ...] = (
+    StoreUnavailable,
+    DatabaseUnavailable,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # includes a connection closed mid-operation
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.AdminShutdownError,
+    ConnectionError,
+    TimeoutError,
+)
