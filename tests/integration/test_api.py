@@ -23,7 +23,7 @@ from ops.devstack.nats_server import NatsServer
 from tests.conftest import Servers
 
 
-def AsyncTestClient(app: Litestar) -> httpx.AsyncClient:
+def client_for(app: Litestar) -> httpx.AsyncClient:
     # In the test's own event loop, where the pool and the NATS connection live.
     return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://cp")
 
@@ -49,7 +49,7 @@ async def plane(
 
 
 async def test_health_ready_keys_schema_metrics(plane: ControlPlane) -> None:
-    async with AsyncTestClient(create_app(plane)) as client:
+    async with client_for(create_app(plane)) as client:
         assert (await client.get("/health")).json() == {"status": "ok"}
         ready = await client.get("/ready")
         assert ready.status_code == 200, ready.text
@@ -88,7 +88,7 @@ async def test_ready_is_503_while_nats_is_down(
     settings = Settings(nats_url=nats.url, database_url=database_url, data_dir=tmp_path)
     plane = await bootstrap(settings)
     try:
-        async with AsyncTestClient(create_app(plane)) as client:
+        async with client_for(create_app(plane)) as client:
             assert (await client.get("/ready")).status_code == 200
             nats.kill()
             down = await client.get("/ready")
@@ -107,7 +107,7 @@ async def test_ready_is_503_while_postgres_is_down(plane: ControlPlane) -> None:
     assert plane.pool is not None
     await plane.pool.close()
     plane.pool = await asyncpg.create_pool("postgresql://postgres@127.0.0.1:1/x", min_size=0)
-    async with AsyncTestClient(create_app(plane)) as client:
+    async with client_for(create_app(plane)) as client:
         down = await client.get("/ready")
         assert down.status_code == 503
         assert down.json()["postgres"]["ok"] is False
@@ -123,7 +123,7 @@ async def test_unavailable_dependencies_become_503_problems_not_tracebacks() -> 
         raise RuntimeError("secret internals")
 
     app = Litestar([append, boom], exception_handlers=make_handlers(3))  # type: ignore[arg-type]
-    async with AsyncTestClient(app) as client:
+    async with client_for(app) as client:
         response = await client.get("/append")
         assert response.status_code == 503
         assert response.headers["retry-after"] == "3"
