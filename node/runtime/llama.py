@@ -21,6 +21,11 @@ from node.tiny_model import CHATML_TEMPLATE
 OnText = Callable[[str], None]
 
 
+STREAM_FLUSH_INTERVAL_S = 0.005
+"""After the first token (sent at once, for TTFT), at most one stream event per interval:
+a client parses events, not tokens, so batching keeps streams as fast as plain calls."""
+
+
 class _Job(NamedTuple):
     messages: list[Message]
     params: SamplingParams
@@ -130,15 +135,20 @@ class LlamaRuntime(QueuedRuntime):
             job = _Job(messages, params, arrived, cancel, on_text)
             future = loop.run_in_executor(self._executor, self._generate, job)
             future.add_done_callback(lambda _: ready.set())
+            last_sent = 0.0
             try:
                 while True:
                     await ready.wait()
+                    pause = last_sent + STREAM_FLUSH_INTERVAL_S - loop.time()
+                    if last_sent and pause > 0 and not future.done():
+                        await asyncio.sleep(pause)  # let tokens gather into one event
                     ready.clear()
                     with lock:
                         chunk = "".join(buffer)
                         buffer.clear()
                     if chunk:
                         yield chunk
+                        last_sent = loop.time()
                     if future.done():
                         with lock:
                             tail = "".join(buffer)

@@ -241,7 +241,7 @@ def _print(rows: dict[str, Row], long_tokens: int) -> None:
             str(r["broken"]),
             r["usage_chunk"],
         )
-    console = Console()
+    console = Console(width=140)  # a table in a log or CI output must not be squeezed
     console.print(table)
     base, ours = rows.get("in-process llama_cpp"), rows.get("b3iq-host HTTP")
     if base and ours:
