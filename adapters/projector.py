@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 
 import asyncpg
+from prometheus_client import Counter, Gauge
 
 from adapters.outages import TRANSIENT
 from domain.decoding import decode_stored
@@ -16,6 +17,8 @@ from projections.checkpoints import lock_checkpoint, move_checkpoint
 from projections.projection import Projection
 
 log = logging.getLogger("b3iq.projector")
+APPLIED = Counter("b3iq_projection_events_total", "Events applied", ["projection"])
+POSITION = Gauge("b3iq_projection_position", "Last applied stream sequence", ["projection"])
 
 
 class SequenceGap(Exception):
@@ -89,6 +92,8 @@ class ProjectionRunner:
             await self.projection.apply(conn, [decode_stored(e) for e in fresh])
             await move_checkpoint(conn, self.projection.name, self.stream, fresh[-1].seq)
         self.position = fresh[-1].seq
+        APPLIED.labels(self.projection.name).inc(len(fresh))
+        POSITION.labels(self.projection.name).set(self.position)
         return len(fresh)
 
     async def _check_contiguous(self, committed: int, batch: Sequence[StoredEvent]) -> None:

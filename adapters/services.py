@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 import uvicorn
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import start_http_server
 
 from adapters.bootstrap import ControlPlane, bootstrap
 from adapters.http.app import create_app
@@ -21,9 +21,6 @@ from projections.checkpoints import checkpoints
 from projections.compare import TableDifference, compare_table
 
 log = logging.getLogger("b3iq")
-
-APPLIED = Counter("b3iq_projection_events_total", "Events applied", ["projection"])
-POSITION = Gauge("b3iq_projection_position", "Last applied stream sequence", ["projection"])
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -63,21 +60,9 @@ async def run_projector(settings: Settings, metrics_port: int | None = None) -> 
     runners = runners_for(plane, settings.projection_batch)
     log.info("projecting %s", ", ".join(r.projection.name for r in runners))
     try:
-        await asyncio.gather(*(_observed(r, stop) for r in runners))
+        await asyncio.gather(*(r.run(stop) for r in runners))
     finally:
         await plane.close()
-
-
-async def _observed(runner: ProjectionRunner, stop: asyncio.Event) -> None:
-    name = runner.projection.name
-    task = asyncio.create_task(runner.run(stop))
-    last = 0
-    while not task.done():
-        await asyncio.wait({task}, timeout=1.0)
-        APPLIED.labels(name).inc(max(runner.position - last, 0))
-        POSITION.labels(name).set(runner.position)
-        last = runner.position
-    task.result()
 
 
 async def _live_positions(plane: ControlPlane) -> dict[tuple[str, str], int]:
