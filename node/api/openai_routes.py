@@ -53,9 +53,10 @@ def list_models(request: Request[Any, Any, Any]) -> ModelList:
     )
 
 
-async def _until_disconnect(request: Request[Any, Any, Any]) -> None:
+async def _cancel_on_disconnect(request: Request[Any, Any, Any], task: asyncio.Task[Any]) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
+    task.cancel()
 
 
 @post(
@@ -76,14 +77,19 @@ async def chat_completions(
     if data.stream:
         chunks = await service.stream(data, runtime, arrived)
         return Stream(_sse_events(chunks), media_type="text/event-stream", headers=SSE_HEADERS)
-    work = asyncio.ensure_future(service.complete(data, runtime, arrived))
-    gone = asyncio.ensure_future(_until_disconnect(request))
-    await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
-    if not work.done():  # the client left: give the model's slot to the next request
-        work.cancel()
-        raise NodeError(499, "client_closed_request", "client closed the request")
-    gone.cancel()
-    return work.result()
+    # The client leaving cancels this handler, and with it the generation: the model's
+    # slot goes to the next request instead of finishing for nobody.
+    handler = asyncio.current_task()
+    assert handler is not None
+    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, handler))
+    try:
+        return await service.complete(data, runtime, arrived)
+    except asyncio.CancelledError:
+        if not watcher.done():
+            raise
+        raise NodeError(499, "client_closed_request", "client closed the request") from None
+    finally:
+        watcher.cancel()
 
 
 async def _sse_events(chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[bytes]:

@@ -55,3 +55,20 @@ def test_client_disconnect_mid_stream_frees_the_slot(node: Node) -> None:
         headers=headers,
     )
     assert reply.status_code == 200
+
+
+def test_client_leaving_a_plain_call_stops_its_generation(node: Node) -> None:
+    """No receipt means the generation was cancelled, not finished for nobody."""
+    receipts = node.services.receipts.count()
+    body = {"model": "tiny", "messages": HELLO, "max_tokens": 480, "logit_bias": NO_END}
+    headers = {"Authorization": f"Bearer {node.key}"}
+    try:
+        httpx.post(f"{node.url}/v1/chat/completions", json=body, headers=headers, timeout=0.005)
+    except httpx.TimeoutException:
+        pass
+    runtime = node.services.runtimes["tiny"]
+    deadline = time.monotonic() + 5
+    while runtime.queue_depth and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runtime.queue_depth == 0
+    assert node.services.receipts.count() == receipts
