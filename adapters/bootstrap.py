@@ -1,20 +1,46 @@
 """The composition root: settings in, a wired control plane out (real or fake adapters)."""
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import asyncpg
 
+from adapters.admin_tokens import AdminTokens
+from adapters.enrollment import Enrollment
+from adapters.heartbeat_intake import HeartbeatIntake
 from adapters.jetstream import JetStreamEventStore
+from adapters.jetstream.nonces import JetStreamNonces
 from adapters.keyfile import load_or_create_signer
+from adapters.memory_nonces import InMemoryNonces
+from adapters.node_auth import NodeAuthenticator, NodeDirectory
+from adapters.node_operations import NodeOperations
 from adapters.postgres import create_pool, require_migrated
-from adapters.recorder import Recorder
+from adapters.protocol_registry import LedgerProtocolRegistry
+from adapters.recorder import Recorder, utcnow
 from adapters.settings import Settings
 from domain.canonical import b64encode
 from domain.decoding import Decoded
 from domain.events import Event, SignerKeyPublished
-from domain.ports import EventStore
+from domain.ports import EventStore, NonceRegistry
+from domain.readiness import Policy
 from domain.signing import Keyring, Signer
 from domain.streams import Topology
+
+log = logging.getLogger("b3iq")
+
+
+@dataclass
+class ManagedMode:
+    """Enrollment, signed heartbeats, operator actions and readiness."""
+
+    admin_tokens: AdminTokens
+    enrollment: Enrollment
+    heartbeats: HeartbeatIntake
+    nodes: NodeOperations
+    protocol: LedgerProtocolRegistry
+    directory: NodeDirectory
 
 
 @dataclass
@@ -25,7 +51,9 @@ class ControlPlane:
     store: EventStore
     pool: asyncpg.Pool
     recorder: Recorder
+    managed: ManagedMode
     keyring: Keyring = field(default_factory=Keyring)
+    clock: Callable[[], datetime] = utcnow
 
     async def publish_signing_key(self) -> None:
         """Put our public key on the ledger once, so the log names every key that signs it."""
@@ -49,12 +77,56 @@ def topology_for(settings: Settings) -> Topology:
     return Topology(settings.stream_prefix, settings.heartbeat_retention_s)
 
 
+def policy_for(settings: Settings) -> Policy:
+    return Policy(
+        heartbeat_fresh_s=settings.heartbeat_fresh_s,
+        min_stake_wei=settings.min_stake_wei,
+        benchmark_fresh_s=settings.benchmark_fresh_s,
+    )
+
+
+def managed_mode(
+    settings: Settings,
+    recorder: Recorder,
+    pool: asyncpg.Pool,
+    keyring: Keyring,
+    *,
+    nonces: NonceRegistry,
+    clock: Callable[[], datetime],
+) -> ManagedMode:
+    directory = NodeDirectory(recorder.store, recorder.topology)
+    auth = NodeAuthenticator(directory, nonces, skew_s=settings.request_skew_s, clock=clock)
+    protocol = LedgerProtocolRegistry(recorder.store, recorder, recorder.topology)
+    return ManagedMode(
+        admin_tokens=AdminTokens(pool),
+        enrollment=Enrollment(
+            recorder.signer,
+            keyring,
+            recorder,
+            directory,
+            challenge_ttl_s=settings.challenge_ttl_s,
+            require_approval=settings.require_approval,
+            heartbeat_interval_s=settings.heartbeat_interval_s,
+            clock=clock,
+        ),
+        heartbeats=HeartbeatIntake(
+            auth, recorder, interval_s=settings.heartbeat_interval_s, clock=clock
+        ),
+        nodes=NodeOperations(
+            pool, recorder, directory, protocol, policy=policy_for(settings), clock=clock
+        ),
+        protocol=protocol,
+        directory=directory,
+    )
+
+
 async def bootstrap(
     settings: Settings,
     *,
     store: EventStore | None = None,
     pool: asyncpg.Pool | None = None,
     signer: Signer | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> ControlPlane:
     """Connect everything; raises StoreUnavailable / DatabaseUnavailable naming the URL."""
     topology = topology_for(settings)
@@ -66,14 +138,27 @@ async def bootstrap(
     if pool is None:
         pool = await create_pool(settings.database_url)
         await require_migrated(pool)
+    nonces: NonceRegistry
+    if isinstance(store, JetStreamEventStore):
+        nonces = await JetStreamNonces.open(
+            store.js, topology, settings.request_skew_s, settings.stream_replicas
+        )
+    else:
+        nonces = InMemoryNonces(settings.request_skew_s)
+    recorder = Recorder(store, signer, topology, clock=clock)
+    keyring = Keyring([signer.public_key])
     plane = ControlPlane(
-        settings,
-        topology,
-        signer,
-        store,
-        pool,
-        Recorder(store, signer, topology),
-        Keyring([signer.public_key]),
+        settings=settings,
+        topology=topology,
+        signer=signer,
+        store=store,
+        pool=pool,
+        recorder=recorder,
+        managed=managed_mode(settings, recorder, pool, keyring, nonces=nonces, clock=clock),
+        keyring=keyring,
+        clock=clock,
     )
     await plane.publish_signing_key()
+    if await plane.managed.admin_tokens.ensure_bootstrap(settings.admin_token_path):
+        log.warning("bootstrap admin token written to %s (mode 0600)", settings.admin_token_path)
     return plane

@@ -33,10 +33,29 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """B3IQ_PROJECTION_BATCH: most events applied in one Postgres transaction."""
     retry_after_s: int = 2
     """B3IQ_RETRY_AFTER_S: what a 503 tells clients to wait."""
+    request_skew_s: float = 60.0
+    """B3IQ_REQUEST_SKEW_S: how far a signed request's timestamp may be from our clock."""
+    challenge_ttl_s: float = 300.0
+    """B3IQ_CHALLENGE_TTL_S: how long an enrollment challenge can be answered."""
+    require_approval: bool = False
+    """B3IQ_REQUIRE_APPROVAL: new nodes stay pending until an operator approves them."""
+    heartbeat_interval_s: float = 30.0
+    """B3IQ_HEARTBEAT_INTERVAL_S: the interval the control plane asks nodes to keep."""
+    heartbeat_fresh_s: float = 90.0
+    """B3IQ_HEARTBEAT_FRESH_S: a heartbeat older than this fails the Identity gate."""
+    benchmark_fresh_s: float = 7 * 24 * 3600.0
+    """B3IQ_BENCHMARK_FRESH_S: an observed benchmark older than this fails the Model gate."""
+    min_stake_wei: int = 0
+    """B3IQ_MIN_STAKE_WEI: the least stake the Protocol gate accepts."""
 
     @property
     def key_path(self) -> Path:
         return self.signing_key_path or self.data_dir / "keys" / "control-plane.ed25519"
+
+    @property
+    def admin_token_path(self) -> Path:
+        """Where the bootstrap admin token is written (0600) on the first start."""
+        return self.data_dir / "admin-token"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":

@@ -1,6 +1,7 @@
 """What the domain needs from the outside world, as Protocols (adapters implement them)."""
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import NamedTuple, Protocol
 
 from domain.envelope import StoredEvent
@@ -59,3 +60,28 @@ class EventStore(Protocol):
         ...
 
     async def reader(self, stream: str, from_seq: int) -> EventReader: ...
+
+
+class NonceRegistry(Protocol):
+    async def first_use(self, scope: str, nonce: str) -> bool:
+        """True the first time ``nonce`` is seen for ``scope`` within the replay window,
+        False for every later use, whichever API process sees it."""
+        ...
+
+
+class ProtocolStatus(NamedTuple):
+    """What the protocol registry says about one node, and where that came from."""
+
+    registered: bool
+    active: bool
+    stake_wei: int
+    observed_at: datetime
+    source: str
+    event_id: str | None = None
+    seq: int | None = None
+
+
+class ProtocolRegistry(Protocol):
+    """Registration, activity and stake of nodes; an on-chain reader can implement it."""
+
+    async def status(self, node_id: str) -> ProtocolStatus | None: ...

@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--n-threads", type=int, help="llama.cpp threads per model")
 
+    enroll = sub.add_parser("enroll", help="enroll this node with a control plane (Managed Mode)")
+    enroll.add_argument("--control-plane", required=True, help="control-plane base URL")
+
     wizard = sub.add_parser("wizard-url", help="print the setup page URL")
     wizard.add_argument(
         "--with-token", action="store_true", help="issue a fresh one-time setup token into it"

@@ -5,6 +5,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import httpx
 import msgspec
 from rich.console import Console
 from rich.table import Table
@@ -13,6 +14,7 @@ from domain.signing import Keyring
 from node.catalog import GGUF_KIND, ModelSource, ModelStore, discover, model_name_for
 from node.identity import create_identity, load_identity
 from node.keys import KeyStore
+from node.managed.client import Enrollment
 from node.owner import OwnerStore
 from node.receipts import Receipt, ReceiptStore, verify_receipt
 from node.secrets_input import read_api_key, write_secret_file
@@ -89,6 +91,38 @@ def run(args: argparse.Namespace) -> int:
         access_log=False,  # access lines would carry the setup token in ?token=
         loop="auto",
     )
+    return 0
+
+
+def enroll(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from node.managed.client import ControlPlaneClient, EnrollmentFailed
+    from node.managed.daemon import AGENT_VERSION, CONTROL_PLANE_URL
+
+    settings = _settings(args)
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = Database(settings.db_path)
+    identity = create_identity(db, settings.key_path)  # the key is made on first use, 0600
+
+    async def _enroll() -> Enrollment:
+        client = ControlPlaneClient(args.control_plane, identity)
+        try:
+            return await client.enroll(AGENT_VERSION)
+        finally:
+            await client.close()
+
+    try:
+        result = asyncio.run(_enroll())
+    except (EnrollmentFailed, httpx.HTTPError) as exc:
+        err.print(f"enrollment failed: {exc or type(exc).__name__}")
+        return 1
+    db.set_meta(CONTROL_PLANE_URL, args.control_plane)
+    db.set_meta("heartbeat_interval_s", str(result.heartbeat_interval_s))
+    out.print(f"node {result.node_id} enrolled ({result.status}) with key {result.key_id}")
+    if result.status == "pending":
+        out.print("an operator must approve it before it counts as managed-enrolled")
+    out.print("`b3iq-host run` now sends signed heartbeats to the control plane")
     return 0
 
 
@@ -276,6 +310,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("init", None): init,
     ("run", None): run,
     ("wizard-url", None): wizard_url,
+    ("enroll", None): enroll,
     ("keys", "create"): keys_create,
     ("keys", "list"): keys_list,
     ("keys", "revoke"): keys_revoke,

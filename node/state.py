@@ -34,6 +34,12 @@ CREATE TABLE IF NOT EXISTS receipts (
     body BLOB NOT NULL,
     signature TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS models (
     name TEXT PRIMARY KEY,
     runtime_kind TEXT NOT NULL,

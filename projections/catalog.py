@@ -3,8 +3,14 @@
 from projections.heartbeats import HeartbeatsProjection
 from projections.nodes import NodesProjection
 from projections.projection import Projection
+from projections.protocol import ProtocolProjection
 from projections.signer_keys import SignerKeysProjection
 
 
 def all_projections() -> list[Projection]:
-    return [SignerKeysProjection(), NodesProjection(), HeartbeatsProjection()]
+    return [
+        SignerKeysProjection(),
+        NodesProjection(),
+        HeartbeatsProjection(),
+        ProtocolProjection(),
+    ]

@@ -9,7 +9,10 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from adapters.bootstrap import ControlPlane
+from adapters.http.enrollment import NodeFacingController
+from adapters.http.operator import OperatorController
 from adapters.http.problems import make_handlers
+from adapters.http.public import PublicController
 from adapters.http.system import SystemController
 
 
@@ -29,7 +32,13 @@ def create_app(plane: ControlPlane, *, own_plane: bool = False) -> Litestar:
 
     metrics = PrometheusConfig(app_name="b3iq_control_plane", prefix="b3iq", group_path=True)
     return Litestar(
-        route_handlers=[SystemController, PrometheusController],
+        route_handlers=[
+            SystemController,
+            NodeFacingController,
+            OperatorController,
+            PublicController,
+            PrometheusController,
+        ],
         dependencies={"plane": Provide(provide_plane, sync_to_thread=False)},
         exception_handlers=make_handlers(plane.settings.retry_after_s),  # type: ignore[arg-type]
         middleware=[metrics.middleware],

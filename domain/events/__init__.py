@@ -6,10 +6,27 @@ import msgspec
 
 from domain.events.base import Event, NodeEvidence
 from domain.events.keys import SignerKeyPublished
-from domain.events.node import HeartbeatRecorded, NodeEnrolled
+from domain.events.node import (
+    HeartbeatRecorded,
+    NodeApproved,
+    NodeEnrolled,
+    NodeKeyRotated,
+    NodeRevoked,
+    NodeState,
+)
+from domain.events.protocol import ProtocolObserved
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.__name__: cls for cls in (SignerKeyPublished, NodeEnrolled, HeartbeatRecorded)
+    cls.__name__: cls
+    for cls in (
+        SignerKeyPublished,
+        NodeEnrolled,
+        HeartbeatRecorded,
+        NodeApproved,
+        NodeRevoked,
+        NodeKeyRotated,
+        ProtocolObserved,
+    )
 }
 
 
@@ -49,8 +66,13 @@ __all__ = [
     "EVENT_TYPES",
     "Event",
     "HeartbeatRecorded",
+    "NodeApproved",
     "NodeEnrolled",
     "NodeEvidence",
+    "NodeKeyRotated",
+    "NodeRevoked",
+    "NodeState",
+    "ProtocolObserved",
     "SchemaMismatch",
     "SignerKeyPublished",
     "UnknownEventType",

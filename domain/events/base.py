@@ -21,3 +21,6 @@ class NodeEvidence(msgspec.Struct, frozen=True):
     key_id: str
     body: str
     sig: str
+    request_body: str | None = None
+    """For a signed request, ``body`` is its canonical text (which names the SHA-256 of
+    the request body) and this is the request body itself, kept verbatim."""

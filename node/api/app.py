@@ -15,6 +15,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from node.api import errors, openai_routes, setup_page
 from node.api.auth import services_of
 from node.errors import NodeError
+from node.managed.daemon import managed_mode
 from node.services import NodeServices
 
 _KNOWN_ROUTES = (
@@ -82,7 +83,8 @@ def create_app(services: NodeServices, extra_models: list[Path] | None = None) -
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await services.start(extra_models or [])
         try:
-            yield
+            async with managed_mode(services):
+                yield
         finally:
             await services.close()
 

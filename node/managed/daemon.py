@@ -1,0 +1,40 @@
+"""Managed Mode inside the running daemon: heartbeats, once this node is enrolled."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from node.managed.client import ControlPlaneClient
+from node.managed.heartbeats import HeartbeatLoop, build_report
+from node.managed.outbox import Outbox
+from node.services import NodeServices
+
+AGENT_VERSION = "0.1.0"
+CONTROL_PLANE_URL = "control_plane_url"
+"""The meta key `b3iq-host enroll` sets."""
+
+
+@contextlib.asynccontextmanager
+async def managed_mode(services: NodeServices) -> AsyncIterator[HeartbeatLoop | None]:
+    url = services.db.get_meta(CONTROL_PLANE_URL)
+    if url is None:
+        yield None
+        return
+    services.enrolled = True
+    client = ControlPlaneClient(url, services.identity)
+    interval = float(services.db.get_meta("heartbeat_interval_s") or 30.0)
+    loop = HeartbeatLoop(
+        lambda seq: build_report(services, seq, AGENT_VERSION),
+        client,
+        Outbox(services.db),
+        interval_s=interval,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        yield loop
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=5)
+        await client.close()

@@ -1,0 +1,204 @@
+"""Read-side queries over the node read models: plain SQL, time judged at query time."""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from domain.heartbeat_report import InventoryReport, ProfileReport, RuntimeReport
+from domain.readiness import (
+    EnrollmentFacts,
+    Evidence,
+    EvidenceRef,
+    HeartbeatFacts,
+    Policy,
+    ProtocolFacts,
+)
+from projections.db import Database
+
+
+class NodeSummary(msgspec.Struct, frozen=True, kw_only=True):
+    node_id: str
+    status: str
+    key_id: str
+    agent_version: str
+    enrolled_at: datetime
+    last_heartbeat_at: datetime | None
+    heartbeat_seq: int | None
+    heartbeat_fresh: bool
+
+
+class NodeDetail(msgspec.Struct, frozen=True, kw_only=True):
+    node: NodeSummary
+    approved_at: datetime | None
+    revoked_at: datetime | None
+    revoked_reason: str | None
+    inventory: InventoryReport | None
+    runtimes: list[RuntimeReport]
+    profiles: list[ProfileReport]
+
+
+class NodeFilter(msgspec.Struct, frozen=True, kw_only=True):
+    status: str | None = None
+    claim: str | None = None
+    blocker: str | None = None
+    model: str | None = None
+    tier: str | None = None
+
+
+_SELECT = """
+SELECT n.node_id, n.status, n.key_id, n.agent_version, n.enrolled_at, n.enrolled_seq,
+       n.enrollment_event_id, n.approved_at, n.revoked_at, n.revoked_reason,
+       h.heartbeat_seq, h.sent_at, h.recorded_at, h.stream_seq, h.event_id AS hb_event_id,
+       h.inventory::text AS inventory, h.runtimes::text AS runtimes,
+       least(h.sent_at, h.recorded_at) AS observed_at
+FROM nodes n LEFT JOIN node_heartbeats h USING (node_id)
+"""
+_FRESH = "least(h.sent_at, h.recorded_at) >= $1"
+_PROFILE = "SELECT 1 FROM model_profiles p WHERE p.node_id = n.node_id"
+_UNHEALTHY = "p.queue_health IN ('blocked', 'unhealthy')"
+# Claims and blockers as SQL, mirroring domain.readiness for list filters. Route and
+# observed-benchmark evidence has no source yet, so those gates fail for every node.
+_CLAIMS = {
+    "managed-enrolled": "n.status = 'enrolled'",
+    "local-ready": f"{_FRESH} AND EXISTS ({_PROFILE} AND p.status = 'installed'"
+    f" AND NOT {_UNHEALTHY} {{model}})",
+    "route-ready": "FALSE",
+    "benchmark-observed": "FALSE",
+    "paid-route eligible": "FALSE",
+}
+_BLOCKERS = {
+    "enrollment": "n.status <> 'enrolled'",
+    "heartbeat": f"(h.node_id IS NULL OR NOT {_FRESH})",
+    "route_tier": "TRUE",
+    "benchmark_proof": "TRUE",
+    "protocol_stake": "NOT EXISTS (SELECT 1 FROM node_protocol r WHERE r.node_id = n.node_id"
+    " AND r.registered AND r.active AND r.stake_wei >= $2)",
+    "runtime": f"NOT EXISTS ({_PROFILE} AND p.status = 'installed' {{model}})",
+    "queue_health": f"EXISTS ({_PROFILE} AND {_UNHEALTHY} {{model}})",
+    "customer_policy": "FALSE",
+}
+CLAIM_FILTERS = frozenset(_CLAIMS)
+BLOCKER_FILTERS = frozenset(_BLOCKERS)
+
+
+def _summary(row: Any, cutoff: datetime) -> NodeSummary:
+    observed = row["observed_at"]
+    return NodeSummary(
+        node_id=row["node_id"],
+        status=row["status"],
+        key_id=row["key_id"],
+        agent_version=row["agent_version"],
+        enrolled_at=row["enrolled_at"],
+        last_heartbeat_at=observed,
+        heartbeat_seq=row["heartbeat_seq"],
+        heartbeat_fresh=observed is not None and observed >= cutoff,
+    )
+
+
+async def list_nodes(
+    db: Database,
+    where: NodeFilter,
+    *,
+    after: str | None,
+    limit: int,
+    now: datetime,
+    policy: Policy,
+) -> list[NodeSummary]:
+    """One page in node id order, after the cursor ``after`` (keyset pagination)."""
+    cutoff = now - timedelta(seconds=policy.heartbeat_fresh_s)
+    args: list[object] = [cutoff, policy.min_stake_wei]
+    clauses = []
+
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    model = f"AND p.model = {arg(where.model)}" if where.model else ""
+    if where.model:
+        clauses.append(f"EXISTS ({_PROFILE} {model})")
+    if where.tier:
+        clauses.append(f"EXISTS ({_PROFILE} AND p.route_tier = {arg(where.tier)} {model})")
+    if where.status:
+        clauses.append(f"n.status = {arg(where.status)}")
+    if where.claim:
+        clauses.append(_CLAIMS[where.claim].format(model=model))
+    if where.blocker:
+        clauses.append(_BLOCKERS[where.blocker].format(model=model))
+    if after is not None:
+        clauses.append(f"n.node_id > {arg(after)}")
+    # $1 and $2 are always bound; referencing them keeps the parameter types known.
+    sql = (
+        f"{_SELECT} WHERE $1::timestamptz IS NOT NULL AND $2::numeric IS NOT NULL"
+        f"{''.join(' AND ' + c for c in clauses)} ORDER BY n.node_id LIMIT {arg(limit)}"
+    )
+    rows = await db.fetch(sql, *args)
+    return [_summary(r, cutoff) for r in rows]
+
+
+_inventory = msgspec.json.Decoder(InventoryReport)
+_runtimes = msgspec.json.Decoder(list[RuntimeReport])
+
+
+async def profiles_of(db: Database, node_id: str) -> list[ProfileReport]:
+    rows = await db.fetch(
+        "SELECT profile_id, model, status, runtime_kind, route_tier, network_eligible,"
+        " benchmark_verified, paid_route_eligible, queue_health, queue_depth, context_length"
+        " FROM model_profiles WHERE node_id = $1 ORDER BY model",
+        node_id,
+    )
+    return [ProfileReport(**dict(r)) for r in rows]
+
+
+async def node_detail(
+    db: Database, node_id: str, *, now: datetime, policy: Policy
+) -> tuple[NodeDetail, Evidence] | None:
+    """The node and its readiness evidence (without protocol facts); None if unknown."""
+    row = await db.fetchrow(f"{_SELECT} WHERE n.node_id = $1", node_id)
+    if row is None:
+        return None
+    cutoff = now - timedelta(seconds=policy.heartbeat_fresh_s)
+    profiles = await profiles_of(db, node_id)
+    detail = NodeDetail(
+        node=_summary(row, cutoff),
+        approved_at=row["approved_at"],
+        revoked_at=row["revoked_at"],
+        revoked_reason=row["revoked_reason"],
+        inventory=_inventory.decode(row["inventory"]) if row["inventory"] else None,
+        runtimes=_runtimes.decode(row["runtimes"]) if row["runtimes"] else [],
+        profiles=profiles,
+    )
+    return detail, _evidence(row, profiles)
+
+
+def _evidence(row: Any, profiles: list[ProfileReport]) -> Evidence:
+    enrollment = EnrollmentFacts(
+        status=row["status"],
+        ref=EvidenceRef(
+            kind="enrollment",
+            event_id=row["enrollment_event_id"],
+            stream="ledger",
+            seq=row["enrolled_seq"],
+            at=row["enrolled_at"],
+        ),
+    )
+    heartbeat = None
+    if row["heartbeat_seq"] is not None:
+        heartbeat = HeartbeatFacts(
+            heartbeat_seq=row["heartbeat_seq"],
+            sent_at=row["sent_at"],
+            recorded_at=row["recorded_at"],
+            ref=EvidenceRef(
+                kind="heartbeat",
+                event_id=row["hb_event_id"],
+                stream="heartbeats",
+                seq=row["stream_seq"],
+                at=row["recorded_at"],
+            ),
+            profiles=profiles,
+        )
+    return Evidence(node_id=row["node_id"], enrollment=enrollment, heartbeat=heartbeat)
+
+
+def with_protocol(evidence: Evidence, protocol: ProtocolFacts | None) -> Evidence:
+    return msgspec.structs.replace(evidence, protocol=protocol)
