@@ -78,7 +78,10 @@ class JetStreamEventStore:
         return store
 
     async def close(self) -> None:
-        await self.nc.drain()
+        try:
+            await self.nc.drain()
+        except nats.errors.Error:  # already gone, or reconnecting: nothing left to flush
+            await self.nc.close()
 
     async def append(
         self, subject: str, events: Sequence[Sealed], expected_last_seq: int | None

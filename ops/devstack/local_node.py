@@ -16,8 +16,8 @@ def _host(home: Path, *args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "b3iq-host"), "--home", str(home), *args]
 
 
-def start_local_node(stack: Stack, port: int) -> list[str]:
-    """Start the node; returns copy-paste examples that use it."""
+def start_local_node(stack: Stack, port: int, *, control_plane: str) -> list[str]:
+    """Start the node, enrolled in the dev control plane; returns copy-paste examples."""
     home = stack.data_dir / "node"
     model = home / "models" / "tiny-llama.gguf"
     key_file = stack.data_dir / "local-api-key"
@@ -34,6 +34,13 @@ def start_local_node(stack: Stack, port: int) -> list[str]:
             check=True,
             capture_output=True,
         )
+    enrolled = home / ".enrolled-in-dev-stack"
+    if not enrolled.exists():
+        # Managed Mode in the dev stack: the node heartbeats and /v1/nodes shows it.
+        subprocess.run(
+            _host(home, "enroll", "--control-plane", control_plane), check=True, capture_output=True
+        )
+        enrolled.touch()
     stack.spawn("node", *_host(home, "run", "--port", str(port), "--model", str(model)))
     base = f"http://127.0.0.1:{port}/v1"
     hints = ["Try the local node (the key is read from a file, never put in argv):"]

@@ -131,7 +131,11 @@ class NatsServer:
         # Flag errors are printed before -l takes effect; keep them in the same log.
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # stopped by its owner, not by the terminal's Ctrl-C
             )
         ports_file = self._ports_file(self._proc.pid)
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -86,7 +86,11 @@ class DevStack:
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = (self.data_dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen([*args], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        # A session of its own: Ctrl-C reaches only `b3iq dev`, which stops the parts in
+        # order (services first, servers last) instead of all of them at once.
+        proc = subprocess.Popen(
+            [*args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.children[name] = proc
         return proc
 
@@ -131,16 +135,17 @@ def run_dev_stack(data_dir: Path, *, with_node: bool = True) -> int:
         stack.spawn(
             "projector", _bin("b3iq"), "projector", "--metrics-port", str(PROJECTOR_METRICS_PORT)
         )
-        if with_node:
-            from ops.devstack.local_node import start_local_node
-
-            hints = start_local_node(stack, NODE_PORT)
         api = f"http://127.0.0.1:{API_PORT}"
         with console.status("waiting for the control plane…"):
             up = _wait_http(f"{api}/health", 30, lambda: stack.dead_child() is None)
         if not up:
             console.print(f"[red]the stack did not come up; logs in {stack.data_dir}[/red]")
             return 1
+        if with_node:
+            from ops.devstack.local_node import start_local_node
+
+            with console.status("starting the local node…"):
+                hints = start_local_node(stack, NODE_PORT, control_plane=api)
         _print_urls(stack, api)
         for line in hints:
             console.print(line, highlight=False, markup=False)
@@ -165,4 +170,9 @@ def _print_urls(stack: DevStack, api: str) -> None:
     console.print(f"  PostgreSQL      {stack.env['B3IQ_DATABASE_URL']}")
     if "node" in stack.children:
         console.print(f"  local node      http://127.0.0.1:{NODE_PORT}  (see node.log)")
+        token = stack.data_dir / "control-plane" / "admin-token"
+        console.print(
+            f'  its readiness   curl -s {api}/v1/nodes -H "X-B3IQ-Admin-Token: $(cat {token})"',
+            highlight=False,
+        )
     console.print("Ctrl-C stops everything.")
