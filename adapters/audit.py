@@ -1,12 +1,17 @@
-"""Verifying the whole log, straight from JetStream, with nothing but public keys."""
+"""Auditing the log with nothing but the log and the public keys: verify, export, prove."""
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import msgspec
 
 from domain.canonical import b64decode
+from domain.decoding import decode_stored
+from domain.envelope import StoredEvent
+from domain.events import LedgerCheckpointed
+from domain.merkle import MerkleTree, leaf_hash
 from domain.ports import EventStore
+from domain.proofs import InclusionProof, as_proven
 from domain.signing import Keyring
 from domain.streams import Topology
 from domain.verification import LogVerifier, Problem
@@ -30,16 +35,24 @@ def keyring_from_file(path: Path) -> Keyring:
     return keyring
 
 
-async def verify_log(
-    store: EventStore,
-    topology: Topology,
-    keyring: Keyring,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> tuple[LogVerifier, list[Problem]]:
-    verifier = LogVerifier(
-        keyring, unchained_streams=frozenset(s.name for s in topology.streams if not s.chained)
-    )
-    problems: list[Problem] = []
+class ExportedEvent(msgspec.Struct, frozen=True):
+    stream: str
+    seq: int
+    subject: str
+    data: msgspec.Raw
+    """The stored envelope verbatim (compact JSON, so one line holds it)."""
+
+
+_export_line = msgspec.json.Decoder(ExportedEvent)
+_encoder = msgspec.json.Encoder()
+
+Progress = Callable[[str, int, int], None]
+
+
+async def read_log(
+    store: EventStore, topology: Topology, progress: Progress | None = None
+) -> AsyncIterator[StoredEvent]:
+    """Every message of every stream, in stream order."""
     for spec in topology.streams:
         first, last = await store.bounds(spec.name)
         if last == 0:
@@ -52,10 +65,70 @@ async def verify_log(
                 if not batch:
                     break
                 for stored in batch:
-                    problems.extend(verifier.feed(stored))
+                    yield stored
                 seen = batch[-1].seq
                 if progress:
                     progress(spec.name, seen - first + 1, last - first + 1)
         finally:
             await reader.close()
+
+
+async def read_export(path: Path) -> AsyncIterator[StoredEvent]:
+    with path.open("rb") as lines:
+        for line in lines:
+            e = _export_line.decode(line)
+            yield StoredEvent(e.stream, e.seq, e.subject, bytes(e.data))
+
+
+async def export_log(events: AsyncIterator[StoredEvent], path: Path) -> int:
+    count = 0
+    with path.open("wb") as out:
+        async for e in events:
+            out.write(
+                _encoder.encode(ExportedEvent(e.stream, e.seq, e.subject, msgspec.Raw(e.data)))
+            )
+            out.write(b"\n")
+            count += 1
+    return count
+
+
+async def verify_log(
+    events: AsyncIterator[StoredEvent], topology: Topology, keyring: Keyring
+) -> tuple[LogVerifier, list[Problem]]:
+    verifier = LogVerifier(
+        keyring, unchained_streams=frozenset(s.name for s in topology.streams if not s.chained)
+    )
+    problems: list[Problem] = []
+    async for stored in events:
+        problems.extend(verifier.feed(stored))
     return verifier, problems
+
+
+class NoCheckpoint(Exception):
+    pass
+
+
+async def prove(events: AsyncIterator[StoredEvent], topology: Topology, seq: int) -> InclusionProof:
+    """An inclusion proof of ledger event ``seq`` under the first checkpoint that covers it."""
+    tree, target = MerkleTree(), None
+    async for stored in events:
+        if stored.stream != topology.ledger.name:
+            continue
+        if stored.seq == seq:
+            target = stored
+        head = decode_stored(stored).event if stored.subject == _checkpoints(topology) else None
+        if target is not None and isinstance(head, LedgerCheckpointed) and head.tree_size >= seq:
+            path = tree.inclusion_proof(seq - 1, head.tree_size)
+            return InclusionProof(
+                event=as_proven(target),
+                tree_size=head.tree_size,
+                root=head.root,
+                audit_path=[p.hex() for p in path],
+                checkpoint=as_proven(stored),
+            )
+        tree.append(leaf_hash(stored.data))
+    raise NoCheckpoint(f"no checkpoint covers ledger sequence {seq} yet")
+
+
+def _checkpoints(topology: Topology) -> str:
+    return topology.subject("checkpoint", "ledger")

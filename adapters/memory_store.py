@@ -31,7 +31,12 @@ class InMemoryEventStore:
         return self._streams[self.topology.stream_of(subject).name]
 
     async def append(
-        self, subject: str, events: Sequence[Sealed], expected_last_seq: int | None
+        self,
+        subject: str,
+        events: Sequence[Sealed],
+        expected_last_seq: int | None,
+        *,
+        expected_stream_seq: int | None = None,
     ) -> AppendResult:
         stream = self._stream_for(subject)
         known = [stream.seq_by_id[e.event_id] for e in events if e.event_id in stream.seq_by_id]
@@ -39,7 +44,9 @@ class InMemoryEventStore:
             return AppendResult(stream.name, min(known), max(known), duplicate=True)
         current = stream.last_by_subject.get(subject, 0)
         if expected_last_seq is not None and current != expected_last_seq:
-            raise ConcurrencyConflict(subject, expected_last_seq)
+            raise ConcurrencyConflict(subject)
+        if expected_stream_seq is not None and len(stream.events) != expected_stream_seq:
+            raise ConcurrencyConflict(subject)
         first = len(stream.events) + 1
         for sealed in events:
             seq = len(stream.events) + 1

@@ -25,6 +25,11 @@ class SequenceGap(Exception):
     """The stream skipped sequences the projection has not seen: refuse to paper over it."""
 
 
+class _Rewound(Exception):
+    """The committed checkpoint is behind what this runner applied: its tables were
+    replaced (a blue/green rebuild was swapped in) and it must read on from there."""
+
+
 class ProjectionRunner:
     """One projection over one stream. Exactly-once: a batch's rows and the checkpoint
     commit together, under a row lock on the checkpoint, so a crash anywhere (or a second
@@ -77,6 +82,9 @@ class ProjectionRunner:
             return 0
         try:
             return await self._apply(batch)
+        except _Rewound:
+            await self.reset()  # read on from the checkpoint we now find
+            return 0
         except BaseException:
             await self.reset()  # re-read from what is committed, whatever happened
             raise
@@ -84,6 +92,8 @@ class ProjectionRunner:
     async def _apply(self, batch: Sequence[StoredEvent]) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             committed = await lock_checkpoint(conn, self.projection.name, self.stream)
+            if committed < self.position:  # the read models were swapped for a rebuild
+                raise _Rewound
             fresh = [e for e in batch if e.seq > committed]  # another runner got there first
             if not fresh:
                 self.position = committed

@@ -42,16 +42,21 @@ class Recorder:
         self.max_attempts = max_attempts
         self._tails: OrderedDict[str, StoredEvent] = OrderedDict()
 
-    async def record(self, subject: str, decide: Decide) -> AppendResult | None:
+    async def record(
+        self, subject: str, decide: Decide, *, expected_stream_seq: int | None = None
+    ) -> AppendResult | None:
         """Append what ``decide`` returns, atomically, chained to the subject's tail.
 
         A concurrent writer makes the append fail without writing; we then reload and
         decide again (bounded), so every decision is made on the state it extends.
         The tail we appended last is remembered: if another process has moved the subject
         on since, the conditional append refuses it and the retry reads the real tail.
-        Returns None when ``decide`` decided nothing.
+        Returns None when ``decide`` decided nothing. With ``expected_stream_seq`` the events
+        must land right after that stream sequence: one attempt, since only the caller
+        can re-read the stream and decide again.
         """
-        for attempt in range(self.max_attempts):
+        attempts = 1 if expected_stream_seq is not None else self.max_attempts
+        for attempt in range(attempts):
             tail = self._tails.get(subject) if attempt == 0 else None
             if tail is None:
                 tail = await self.store.last(subject)
@@ -66,10 +71,15 @@ class Recorder:
                 now=self.clock(),
             )
             try:
-                result = await self.store.append(subject, sealed, tail.seq if tail else 0)
+                result = await self.store.append(
+                    subject,
+                    sealed,
+                    tail.seq if tail else 0,
+                    expected_stream_seq=expected_stream_seq,
+                )
             except ConcurrencyConflict:
                 self._tails.pop(subject, None)
-                if attempt + 1 == self.max_attempts:
+                if attempt + 1 == attempts:
                     raise
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))  # noqa: S311
                 continue

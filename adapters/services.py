@@ -6,12 +6,13 @@ import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import uvicorn
 from prometheus_client import start_http_server
 
 from adapters.bootstrap import ControlPlane, bootstrap
+from adapters.checkpoints import Checkpointer
 from adapters.http.app import create_app
 from adapters.postgres import create_pool, migrate
 from adapters.projector import ProjectionRunner
@@ -58,9 +59,16 @@ async def run_projector(settings: Settings, metrics_port: int | None = None) -> 
         start_http_server(metrics_port, addr=settings.host)
     stop = stop_on_signals()
     runners = runners_for(plane, settings.projection_batch)
+    checkpointer = Checkpointer(
+        plane.store,
+        plane.recorder,
+        plane.topology,
+        every_events=settings.checkpoint_every_events,
+        every_s=settings.checkpoint_every_s,
+    )
     log.info("projecting %s", ", ".join(r.projection.name for r in runners))
     try:
-        await asyncio.gather(*(r.run(stop) for r in runners))
+        await asyncio.gather(*(r.run(stop) for r in runners), checkpointer.run(stop))
     finally:
         await plane.close()
 
@@ -76,16 +84,21 @@ class RebuildReport(NamedTuple):
     seconds: float
     differences: list[TableDifference]
     tables: list[str]
+    retired: str | None = None
+    """With swap: the schema the old read models now live in."""
 
 
 async def rebuild(
     settings: Settings,
     *,
     keep: bool = False,
+    swap: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> RebuildReport:
     """Project the whole log from sequence 1 into a fresh schema and compare it with the
-    live read models, table by table."""
+    live read models, table by table. ``swap`` then promotes the rebuilt schema to
+    ``public`` (blue/green, for projection code changes): running projectors notice their
+    checkpoints moved and read on from the rebuilt positions."""
     schema = "rebuild_" + datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
     await migrate(settings.database_url, schema)
     plane = await bootstrap(settings)
@@ -114,10 +127,36 @@ async def rebuild(
             if await _live_positions(plane) == live:
                 break
         seconds = time.perf_counter() - started
-        if not keep:
-            async with scratch.acquire() as conn:
+        retired = None
+        async with scratch.acquire() as conn:
+            if swap:
+                retired = await _swap_in(conn, schema, tables)
+            elif not keep:
                 await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        return RebuildReport(schema, events, seconds, [d for d in found if d], tables)
+        differences = [d for d in found if d]
+        return RebuildReport(schema, events, seconds, differences, tables, retired)
     finally:
         await scratch.close()
         await plane.close()
+
+
+_NOT_CARRIED = frozenset({"projection_checkpoints", "alembic_version"})
+
+
+async def _swap_in(conn: Any, schema: str, projected: list[str]) -> str:
+    """Make ``schema`` the live one in one transaction; tables the log doesn't rebuild
+    (admin tokens) come along with their rows."""
+    retired = schema.replace("rebuild_", "retired_", 1)
+    async with conn.transaction():
+        live_tables = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        )
+        for row in live_tables:
+            table = row["tablename"]
+            if table in _NOT_CARRIED or table in projected:
+                continue
+            await conn.execute(f'LOCK TABLE public."{table}" IN EXCLUSIVE MODE')
+            await conn.execute(f'INSERT INTO "{schema}"."{table}" SELECT * FROM public."{table}"')
+        await conn.execute(f'ALTER SCHEMA public RENAME TO "{retired}"')
+        await conn.execute(f'ALTER SCHEMA "{schema}" RENAME TO public')
+    return retired

@@ -47,6 +47,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """B3IQ_BENCHMARK_FRESH_S: an observed benchmark older than this fails the Model gate."""
     min_stake_wei: int = 0
     """B3IQ_MIN_STAKE_WEI: the least stake the Protocol gate accepts."""
+    checkpoint_every_events: int = 1000
+    """B3IQ_CHECKPOINT_EVERY_EVENTS: sign a ledger tree head after this many new events."""
+    checkpoint_every_s: float = 60.0
+    """B3IQ_CHECKPOINT_EVERY_S: ... or after this long, if anything new arrived."""
 
     @property
     def key_path(self) -> Path:

@@ -18,12 +18,12 @@ class AppendResult(NamedTuple):
 
 
 class ConcurrencyConflict(Exception):
-    """Another writer appended to the subject first; nothing was written."""
+    """Another writer appended first (to the subject, or to the stream); nothing was
+    written. Reload and decide again."""
 
-    def __init__(self, subject: str, expected_last_seq: int) -> None:
-        super().__init__(f"{subject}: last sequence is no longer {expected_last_seq}")
+    def __init__(self, subject: str) -> None:
+        super().__init__(f"{subject}: moved on since the events were decided")
         self.subject = subject
-        self.expected_last_seq = expected_last_seq
 
 
 class StoreUnavailable(Exception):
@@ -40,11 +40,18 @@ class EventReader(Protocol):
 
 class EventStore(Protocol):
     async def append(
-        self, subject: str, events: Sequence[Sealed], expected_last_seq: int | None
+        self,
+        subject: str,
+        events: Sequence[Sealed],
+        expected_last_seq: int | None,
+        *,
+        expected_stream_seq: int | None = None,
     ) -> AppendResult:
         """All of ``events`` or none. ``expected_last_seq``: the subject's last stream
-        sequence the events were decided on (0 = subject empty; None = unconditional).
-        Raises ConcurrencyConflict when it moved. Retrying the same events is harmless."""
+        sequence the events were decided on (0 = subject empty; None = unconditional);
+        ``expected_stream_seq``: the whole stream's last sequence, for events that must
+        land right after it (a checkpoint over everything before it). Raises
+        ConcurrencyConflict when either moved. Retrying the same events is harmless."""
         ...
 
     async def append_many(self, items: Sequence[tuple[str, Sealed]]) -> list[AppendResult]:

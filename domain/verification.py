@@ -9,7 +9,14 @@ from enum import StrEnum
 import msgspec
 
 from domain.envelope import EnvelopeBody, StoredEvent, decode_body, event_hash, split_wire
-from domain.events import Event, SchemaMismatch, UnknownEventType, decode_payload
+from domain.events import (
+    Event,
+    LedgerCheckpointed,
+    SchemaMismatch,
+    UnknownEventType,
+    decode_payload,
+)
+from domain.merkle import Frontier, leaf_hash, verify_consistency
 from domain.signing import Keyring
 
 
@@ -22,6 +29,8 @@ class Reason(StrEnum):
     SUBJECT_MISMATCH = "subject_mismatch"
     BROKEN_CHAIN = "broken_chain"
     SEQUENCE_GAP = "sequence_gap"
+    CHECKPOINT_MISMATCH = "checkpoint_mismatch"
+    CHECKPOINT_INCONSISTENT = "checkpoint_inconsistent"
 
 
 class Problem(msgspec.Struct, frozen=True):
@@ -74,8 +83,10 @@ class LogVerifier:
     """Feeds a log through in stream order; reports each problem once, at the event it hits.
 
     Checks per event, plus: stream sequences are contiguous, and on chained streams each
-    event's ``prev_hash`` is the hash of the previous event on its subject. Streams with a
-    retention window (heartbeats) are unchained and may start after sequence 1.
+    event's ``prev_hash`` is the hash of the previous event on its subject, and each signed
+    checkpoint's tree head is the RFC 6962 root of every message before it, provably
+    consistent with the checkpoint before. Streams with a retention window (heartbeats)
+    are unchained and may start after sequence 1.
     """
 
     def __init__(self, keyring: Keyring, *, unchained_streams: frozenset[str] = frozenset()):
@@ -84,8 +95,11 @@ class LogVerifier:
         self.by_type: Counter[str] = Counter()
         self.by_signer: Counter[str] = Counter()
         self.verified = 0
+        self.checkpoints = 0
         self._last_seq: dict[str, int] = {}
         self._tip: dict[str, str] = {}
+        self._trees: dict[str, Frontier] = {}
+        self._last_checkpoint: dict[str, LedgerCheckpointed] = {}
 
     def feed(self, stored: StoredEvent) -> list[Problem]:
         problems = self._check_sequence(stored)
@@ -93,9 +107,9 @@ class LogVerifier:
         if isinstance(outcome, Problem):
             return [*problems, outcome]
         if stored.stream not in self.unchained_streams:
-            chain_problem = self._check_chain(stored, outcome)
-            if chain_problem:
-                problems.append(chain_problem)
+            problems.extend(self._check_chain(stored, outcome))
+            problems.extend(self._check_checkpoint(stored, outcome))
+            self._trees.setdefault(stored.stream, Frontier()).append(leaf_hash(stored.data))
         self.verified += 1
         self.by_type[outcome.body.type] += 1
         self.by_signer[outcome.body.signer] += 1
@@ -111,10 +125,42 @@ class LogVerifier:
         detail = f"expected sequence {expected}, got {stored.seq}"
         return [_problem(stored, Reason.SEQUENCE_GAP, detail, None)]
 
-    def _check_chain(self, stored: StoredEvent, outcome: Verified) -> Problem | None:
+    def _check_chain(self, stored: StoredEvent, outcome: Verified) -> list[Problem]:
         tip = self._tip.get(stored.subject)
         self._tip[stored.subject] = outcome.hash
         if outcome.body.prev_hash == tip:
-            return None
+            return []
         detail = f"prev_hash {outcome.body.prev_hash} but the subject's previous event is {tip}"
-        return _problem(stored, Reason.BROKEN_CHAIN, detail, outcome.body.event_id)
+        return [_problem(stored, Reason.BROKEN_CHAIN, detail, outcome.body.event_id)]
+
+    def _check_checkpoint(self, stored: StoredEvent, outcome: Verified) -> list[Problem]:
+        checkpoint = outcome.event
+        if not isinstance(checkpoint, LedgerCheckpointed):
+            return []
+        self.checkpoints += 1
+        tree = self._trees.get(stored.stream, Frontier())
+        event_id = outcome.body.event_id
+        if (checkpoint.tree_size, checkpoint.root) != (tree.size, tree.root().hex()):
+            detail = (
+                f"signs root {checkpoint.root} over {checkpoint.tree_size} messages; the "
+                f"{tree.size} messages before it have root {tree.root().hex()}"
+            )
+            return [_problem(stored, Reason.CHECKPOINT_MISMATCH, detail, event_id)]
+        previous = self._last_checkpoint.get(stored.stream)
+        self._last_checkpoint[stored.stream] = checkpoint
+        if previous is None:
+            return []
+        try:
+            consistent = checkpoint.previous_size == previous.tree_size and verify_consistency(
+                previous.tree_size,
+                checkpoint.tree_size,
+                bytes.fromhex(previous.root),
+                bytes.fromhex(checkpoint.root),
+                [bytes.fromhex(h) for h in checkpoint.consistency],
+            )
+        except ValueError:  # not hex: as unprovable as a wrong proof
+            consistent = False
+        if consistent:
+            return []
+        detail = f"no valid consistency proof from the checkpoint at size {previous.tree_size}"
+        return [_problem(stored, Reason.CHECKPOINT_INCONSISTENT, detail, event_id)]

@@ -84,31 +84,39 @@ class JetStreamEventStore:
             await self.nc.close()
 
     async def append(
-        self, subject: str, events: Sequence[Sealed], expected_last_seq: int | None
+        self,
+        subject: str,
+        events: Sequence[Sealed],
+        expected_last_seq: int | None,
+        *,
+        expected_stream_seq: int | None = None,
     ) -> AppendResult:
         if not events:
             raise ValueError("nothing to append")
+        conditions = {}
+        if expected_last_seq is not None:
+            conditions["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_seq)
+        if expected_stream_seq is not None:
+            conditions["Nats-Expected-Last-Sequence"] = str(expected_stream_seq)
         try:
             if len(events) == 1:
-                ack = await self._publish_one(subject, events[0], expected_last_seq)
+                ack = await self._publish_one(subject, events[0], conditions)
             else:
-                ack = await self._publish_batch(subject, events, expected_last_seq)
+                ack = await self._publish_batch(subject, events, conditions)
         except PublishRejected as exc:
-            return await self._after_rejection(exc, subject, events, expected_last_seq)
+            return await self._after_rejection(exc, subject, events, bool(conditions))
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"append to {subject}: {type(exc).__name__}") from exc
         first = ack.seq - len(events) + 1
         return AppendResult(ack.stream, first, ack.seq, ack.duplicate)
 
-    async def _publish_one(self, subject: str, sealed: Sealed, expected: int | None) -> Ack:
-        headers = {"Nats-Msg-Id": sealed.event_id}
-        if expected is not None:
-            headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
+    async def _publish_one(self, subject: str, sealed: Sealed, conditions: dict[str, str]) -> Ack:
+        headers = {"Nats-Msg-Id": sealed.event_id, **conditions}
         reply = await self.nc.request(subject, sealed.data, timeout=self.timeout, headers=headers)
         return parse_ack(reply)
 
     async def _publish_batch(
-        self, subject: str, events: Sequence[Sealed], expected: int | None
+        self, subject: str, events: Sequence[Sealed], conditions: dict[str, str]
     ) -> Ack:
         # JetStream atomic batch (ADR-50): the server stores all of them at the commit or none.
         batch_id = uuid7()
@@ -119,8 +127,8 @@ class JetStreamEventStore:
                 "Nats-Batch-Sequence": str(number),
                 "Nats-Msg-Id": sealed.event_id,
             }
-            if number == 1 and expected is not None:
-                headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
+            if number == 1:
+                headers |= conditions  # checked at the commit, for the batch as a whole
             if number < last:
                 await self.nc.publish(subject, sealed.data, headers=headers)
         headers["Nats-Batch-Commit"] = "1"
@@ -134,18 +142,18 @@ class JetStreamEventStore:
         exc: PublishRejected,
         subject: str,
         events: Sequence[Sealed],
-        expected_last_seq: int | None,
+        conditional: bool,
     ) -> AppendResult:
         if exc.err_code == DUPLICATE_IN_BATCH:
             # Batches are atomic, so one known id means the whole batch landed before.
             stream = self.topology.stream_of(subject).name
             landed = await self._already_appended(subject, events)
             return landed or AppendResult(stream, 0, 0, duplicate=True)
-        if exc.err_code == WRONG_LAST_SEQUENCE and expected_last_seq is not None:
+        if exc.err_code == WRONG_LAST_SEQUENCE and conditional:
             # Our own earlier attempt may have landed (a lost ack): then this is a retry.
             landed = await self._already_appended(subject, events)
             if landed is None:
-                raise ConcurrencyConflict(subject, expected_last_seq) from None
+                raise ConcurrencyConflict(subject) from None
             return landed
         raise exc
 

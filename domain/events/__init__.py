@@ -5,6 +5,7 @@ from functools import cache
 import msgspec
 
 from domain.events.base import Event, NodeEvidence
+from domain.events.checkpoint import LedgerCheckpointed
 from domain.events.keys import SignerKeyPublished
 from domain.events.node import (
     HeartbeatRecorded,
@@ -26,6 +27,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         NodeRevoked,
         NodeKeyRotated,
         ProtocolObserved,
+        LedgerCheckpointed,
     )
 }
 
@@ -66,6 +68,7 @@ __all__ = [
     "EVENT_TYPES",
     "Event",
     "HeartbeatRecorded",
+    "LedgerCheckpointed",
     "NodeApproved",
     "NodeEnrolled",
     "NodeEvidence",

@@ -91,6 +91,20 @@ async def test_stale_expected_sequence_conflicts_and_writes_nothing(
     assert await read_all(store, topology.ledger.name) == [1]
 
 
+async def test_an_expected_stream_sequence_pins_where_an_event_lands(
+    store: EventStore, topology: Topology, signer: Signer
+) -> None:
+    a, b = topology.subject("node", "a"), topology.subject("checkpoint", "ledger")
+    await store.append(a, sealed(a, signer, [enrolled("a", signer)]), 0)
+    with pytest.raises(ConcurrencyConflict):
+        await store.append(b, sealed(b, signer, [enrolled("b", signer)]), 0, expected_stream_seq=0)
+    landed = await store.append(
+        b, sealed(b, signer, [enrolled("b", signer)]), 0, expected_stream_seq=1
+    )
+    assert (landed.first_seq, landed.last_seq) == (2, 2)
+    assert await read_all(store, topology.ledger.name) == [1, 2]
+
+
 async def test_other_subjects_do_not_conflict(
     store: EventStore, topology: Topology, signer: Signer
 ) -> None:

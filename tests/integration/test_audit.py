@@ -1,3 +1,5 @@
+"""Auditing real JetStream logs: verify, checkpoints, export, inclusion proofs, the CLI."""
+
 import asyncio
 import json
 import os
@@ -5,32 +7,131 @@ import subprocess
 import sys
 from pathlib import Path
 
-from adapters.audit import keyring_from_file, verify_log
+import msgspec
+import pytest
+
+from adapters.audit import export_log, keyring_from_file, prove, read_export, read_log, verify_log
+from adapters.checkpoints import Checkpointer, InconsistentLog
 from adapters.jetstream import JetStreamEventStore
+from adapters.recorder import Recorder
 from domain.canonical import b64encode
+from domain.decoding import Decoded
+from domain.events import Event, LedgerCheckpointed
+from domain.proofs import InclusionProof, check_proof
 from domain.signing import Keyring, Signer
 from domain.streams import Topology
 from domain.verification import Reason
 from tests.conftest import Servers
 from tests.integration.test_projector import fill
+from tests.support import enrolled
+
+B3IQ = str(Path(sys.executable).parent / "b3iq")
 
 
 async def test_verify_reads_the_whole_log_and_counts_it(
     js_store: JetStreamEventStore, topology: Topology, signer: Signer
 ) -> None:
     await fill(js_store, topology, signer, beats=300)
-    verifier, problems = await verify_log(js_store, topology, Keyring([signer.public_key]))
+    keyring = Keyring([signer.public_key])
+    verifier, problems = await verify_log(read_log(js_store, topology), topology, keyring)
     assert problems == []
     assert verifier.by_type == {"NodeEnrolled": 20, "HeartbeatRecorded": 300}
-    _, problems = await verify_log(js_store, topology, Keyring([Signer.generate().public_key]))
+    stranger = Keyring([Signer.generate().public_key])
+    _, problems = await verify_log(read_log(js_store, topology), topology, stranger)
     assert {p.reason for p in problems} == {Reason.UNKNOWN_KEY}
 
 
-async def test_the_cli_verifies_with_published_keys(
+async def add_nodes(recorder: Recorder, topology: Topology, signer: Signer, ids: range) -> None:
+    for n in ids:
+        event = enrolled(f"x{n}", signer)
+
+        def decide(_: Decoded | None, e: Event = event) -> list[Event]:
+            return [e]
+
+        await recorder.record(topology.subject("node", f"x{n}"), decide)
+
+
+async def test_checkpoints_cover_everything_before_them_and_chain_consistently(
+    js_store: JetStreamEventStore, topology: Topology, signer: Signer
+) -> None:
+    recorder = Recorder(js_store, signer, topology)
+    checkpointer = Checkpointer(js_store, recorder, topology)
+    await add_nodes(recorder, topology, signer, range(5))
+    first = await checkpointer.checkpoint()
+    assert first is not None
+    assert first.tree_size == 5
+    assert await checkpointer.checkpoint() is None  # nothing new since
+    await add_nodes(recorder, topology, signer, range(5, 12))
+    second = await checkpointer.checkpoint()
+    assert second is not None
+    assert (second.tree_size, second.previous_size) == (13, 5)  # 12 nodes + 1 checkpoint
+    verifier, problems = await verify_log(
+        read_log(js_store, topology), topology, Keyring([signer.public_key])
+    )
+    assert problems == []
+    assert verifier.checkpoints == 2
+
+
+async def test_a_checkpoint_over_a_different_log_is_named(
+    js_store: JetStreamEventStore, topology: Topology, signer: Signer
+) -> None:
+    recorder = Recorder(js_store, signer, topology)
+    await add_nodes(recorder, topology, signer, range(3))
+    forged = LedgerCheckpointed(tree_size=3, root="00" * 32)
+
+    def decide(_: Decoded | None) -> list[Event]:
+        return [forged]
+
+    await recorder.record(topology.subject("checkpoint", "ledger"), decide)
+    _, problems = await verify_log(
+        read_log(js_store, topology), topology, Keyring([signer.public_key])
+    )
+    assert [(p.reason, p.seq) for p in problems] == [(Reason.CHECKPOINT_MISMATCH, 4)]
+    with pytest.raises(InconsistentLog, match="no longer have the root"):
+        await Checkpointer(js_store, recorder, topology).checkpoint()
+
+
+async def test_a_racing_writer_cannot_slip_under_a_checkpoint(
+    js_store: JetStreamEventStore, topology: Topology, signer: Signer
+) -> None:
+    recorder = Recorder(js_store, signer, topology)
+    checkpointer = Checkpointer(js_store, recorder, topology)
+    await add_nodes(recorder, topology, signer, range(3))
+    await checkpointer._catch_up()
+    await add_nodes(recorder, topology, signer, range(3, 4))  # lands after the tree was read
+    made = await checkpointer.checkpoint()
+    assert made is not None
+    assert made.tree_size == 4
+    _, problems = await verify_log(
+        read_log(js_store, topology), topology, Keyring([signer.public_key])
+    )
+    assert problems == []
+
+
+async def test_exported_logs_verify_and_prove_offline(
+    js_store: JetStreamEventStore, topology: Topology, signer: Signer, tmp_path: Path
+) -> None:
+    recorder = Recorder(js_store, signer, topology)
+    await add_nodes(recorder, topology, signer, range(9))
+    await Checkpointer(js_store, recorder, topology).checkpoint()
+    path = tmp_path / "log.jsonl"
+    assert await export_log(read_log(js_store, topology), path) == 10
+    keyring = Keyring([signer.public_key])
+    verifier, problems = await verify_log(read_export(path), topology, keyring)
+    assert (problems, verifier.checkpoints) == ([], 1)
+    proof = await prove(read_export(path), topology, 4)
+    assert check_proof(proof, keyring) == []
+    other = msgspec.structs.replace(proof.event, data=msgspec.Raw(b'{"body":{},"sig":"x"}'))
+    assert check_proof(msgspec.structs.replace(proof, event=other), keyring)
+    assert check_proof(proof, Keyring([Signer.generate().public_key]))
+
+
+async def test_the_cli_verifies_and_proves_with_published_keys(
     js_store: JetStreamEventStore, topology: Topology, servers: Servers, tmp_path: Path
 ) -> None:
     signer = Signer.generate()
     await fill(js_store, topology, signer, beats=10)
+    await Checkpointer(js_store, Recorder(js_store, signer, topology), topology).checkpoint()
     keys = tmp_path / "keys.json"
     keys.write_text(
         json.dumps(
@@ -39,17 +140,40 @@ async def test_the_cli_verifies_with_published_keys(
     )
     assert keyring_from_file(keys).public_keys()[0].key_id == signer.key_id
     env = {**os.environ, "B3IQ_NATS_URL": servers.nats_url, "B3IQ_STREAM_PREFIX": topology.prefix}
-    b3iq = str(Path(sys.executable).parent / "b3iq")
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [b3iq, "audit", "verify", "--keys", str(keys), "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+
+    def b3iq(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [B3IQ, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    result = await asyncio.to_thread(b3iq, "audit", "verify", "--keys", str(keys), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["ok"] is True
-    assert report["verified"] == 30
+    assert (report["ok"], report["verified"], report["checkpoints"]) == (True, 31, 1)
+    proved = await asyncio.to_thread(b3iq, "audit", "prove", "7")
+    assert proved.returncode == 0, proved.stderr
+    proof_file = tmp_path / "proof.json"
+    proof_file.write_text(proved.stdout)
+    msgspec.json.decode(proved.stdout, type=InclusionProof)
+    checked = await asyncio.to_thread(
+        b3iq, "audit", "check-proof", "--keys", str(keys), str(proof_file)
+    )
+    assert checked.returncode == 0, checked.stderr
+
+
+async def test_the_checkpointer_signs_periodically_but_never_only_itself(
+    js_store: JetStreamEventStore, topology: Topology, signer: Signer
+) -> None:
+    recorder = Recorder(js_store, signer, topology)
+    checkpointer = Checkpointer(js_store, recorder, topology, every_events=5, every_s=0.3)
+    stop = asyncio.Event()
+    task = asyncio.create_task(checkpointer.run(stop))
+    await add_nodes(recorder, topology, signer, range(7))
+    await asyncio.sleep(2.5)  # several periods: one checkpoint, not one per period
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    verifier, problems = await verify_log(
+        read_log(js_store, topology), topology, Keyring([signer.public_key])
+    )
+    assert problems == []
+    assert verifier.checkpoints == 1

@@ -1,0 +1,133 @@
+"""Signed checkpoints: RFC 6962 tree heads over the ledger, appended by the control plane."""
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+
+from adapters.recorder import Recorder
+from domain.decoding import Decoded
+from domain.events import Event, LedgerCheckpointed
+from domain.merkle import MerkleTree, leaf_hash
+from domain.ports import ConcurrencyConflict, EventReader, EventStore, StoreUnavailable
+from domain.streams import Topology
+
+log = logging.getLogger("b3iq.checkpoints")
+
+
+class InconsistentLog(Exception):
+    """The ledger no longer matches a checkpoint we signed: refuse to sign anything more."""
+
+
+class Checkpointer:
+    """Keeps the ledger's Merkle tree and appends a signed tree head every ``every_events``
+    events or ``every_s`` seconds (when anything new arrived).
+
+    A checkpoint covers every message before it: it is appended on condition that the
+    stream's last sequence is still the tree size, so it lands at tree size + 1. Before
+    signing it checks that the log still produces the last checkpoint's root, and it
+    carries the consistency proof from that checkpoint, so it can never sign a head
+    inconsistent with an earlier one.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        recorder: Recorder,
+        topology: Topology,
+        *,
+        every_events: int = 1000,
+        every_s: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.stream = topology.ledger.name
+        self.subject = topology.subject("checkpoint", "ledger")
+        self.every_events = every_events
+        self.every_s = every_s
+        self.tree = MerkleTree()
+        self._reader: EventReader | None = None
+        self._decided: LedgerCheckpointed | None = None
+
+    async def _catch_up(self) -> None:
+        _, head = await self.store.bounds(self.stream)
+        if self._reader is None:
+            self._reader = await self.store.reader(self.stream, self.tree.size + 1)
+        while self.tree.size < head:
+            batch = await self._reader.next_batch(min(5000, head - self.tree.size), 1.0)
+            if not batch:
+                break
+            for stored in batch:
+                if stored.seq != self.tree.size + 1:
+                    raise InconsistentLog(f"ledger sequence {stored.seq} after {self.tree.size}")
+                self.tree.append(leaf_hash(stored.data))
+
+    async def checkpoint(self) -> LedgerCheckpointed | None:
+        """Append a checkpoint over everything so far; None when nothing is new."""
+        for _ in range(5):  # other writers may land first; then the tree is one step behind
+            await self._catch_up()
+            size = self.tree.size
+            decide = functools.partial(self._decide, size)
+            try:
+                result = await self.recorder.record(self.subject, decide, expected_stream_seq=size)
+            except ConcurrencyConflict:
+                continue
+            return None if result is None else self._decided
+        return None
+
+    def _decide(self, size: int, tail: Decoded | None) -> list[Event]:
+        previous = None if tail is None else tail.event
+        if not isinstance(previous, LedgerCheckpointed | None):
+            raise InconsistentLog(f"{self.subject} holds a {type(previous).__name__}")
+        if previous is not None:
+            self._check_still_holds(previous)
+            if previous.tree_size + 1 >= size:
+                return []  # nothing new but that checkpoint itself
+        self._decided = self._head(previous, size)
+        return [self._decided]
+
+    def _check_still_holds(self, previous: LedgerCheckpointed) -> None:
+        if (
+            previous.tree_size > self.tree.size
+            or self.tree.root(previous.tree_size).hex() != previous.root
+        ):
+            raise InconsistentLog(
+                f"the ledger's first {previous.tree_size} messages no longer have the root "
+                f"{previous.root} we signed"
+            )
+
+    def _head(self, previous: LedgerCheckpointed | None, size: int) -> LedgerCheckpointed:
+        if previous is None:
+            return LedgerCheckpointed(tree_size=size, root=self.tree.root(size).hex())
+        proof = self.tree.consistency_proof(previous.tree_size, size)
+        return LedgerCheckpointed(
+            tree_size=size,
+            root=self.tree.root(size).hex(),
+            previous_size=previous.tree_size,
+            consistency=[p.hex() for p in proof],
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        last_at, last_size = time.monotonic(), 0
+        while not stop.is_set():
+            try:
+                _, head = await self.store.bounds(self.stream)
+                due = time.monotonic() - last_at >= self.every_s
+                if head - last_size >= self.every_events or (due and head > last_size):
+                    made = await self.checkpoint()
+                    last_at = time.monotonic()
+                    if made is not None:
+                        last_size = made.tree_size + 1
+                        log.info("checkpoint at %d: %s", made.tree_size, made.root)
+            except StoreUnavailable as exc:
+                log.warning("checkpoints paused: %s", exc)
+                await self._drop_reader()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        await self._drop_reader()
+
+    async def _drop_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.close()

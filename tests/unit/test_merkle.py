@@ -1,0 +1,95 @@
+"""RFC 6962 trees: every proof for every position verifies; any change makes it fail."""
+
+import hashlib
+
+import pytest
+
+from domain.merkle import (
+    EMPTY_ROOT,
+    Frontier,
+    MerkleTree,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    root,
+    verify_consistency,
+    verify_inclusion,
+)
+
+LEAVES = [leaf_hash(f"event {i}".encode()) for i in range(40)]
+
+
+def test_known_shapes() -> None:
+    a, b, c = LEAVES[:3]
+    assert root([]) == EMPTY_ROOT == hashlib.sha256(b"").digest()
+    assert root([a]) == a
+    assert root([a, b, c]) == node_hash(node_hash(a, b), c)
+    assert leaf_hash(b"x") == hashlib.sha256(b"\x00x").digest()
+
+
+# RFC 6962 reference: the CT test vectors over the leaves "", "\x00", "\x10", ...
+CT_LEAVES = [
+    bytes.fromhex(h)
+    for h in (
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    )
+]
+CT_ROOT_8 = "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"
+
+
+def test_matches_the_certificate_transparency_vectors() -> None:
+    assert root([leaf_hash(x) for x in CT_LEAVES]).hex() == CT_ROOT_8
+
+
+@pytest.mark.parametrize("size", range(1, 41))
+def test_every_inclusion_proof_verifies(size: int) -> None:
+    tree = LEAVES[:size]
+    head = root(tree)
+    for index in range(size):
+        proof = inclusion_proof(index, tree)
+        assert verify_inclusion(index, size, tree[index], proof, head)
+        assert not verify_inclusion(index, size, leaf_hash(b"forged"), proof, head)
+        if proof:
+            assert not verify_inclusion(index, size, tree[index], proof[:-1], head)
+        if size > 1:
+            assert not verify_inclusion((index + 1) % size, size, tree[index], proof, head)
+
+
+@pytest.mark.parametrize("new_size", range(1, 41))
+def test_every_consistency_proof_verifies(new_size: int) -> None:
+    new_root = root(LEAVES[:new_size])
+    for old_size in range(1, new_size + 1):
+        old_root = root(LEAVES[:old_size])
+        proof = consistency_proof(old_size, LEAVES[:new_size])
+        assert verify_consistency(old_size, new_size, old_root, new_root, proof)
+        assert not verify_consistency(old_size, new_size, leaf_hash(b"x"), new_root, proof)
+        if old_size < new_size:
+            rewritten = [*LEAVES[:new_size]]
+            rewritten[old_size - 1] = leaf_hash(b"rewritten")
+            assert not verify_consistency(old_size, new_size, old_root, root(rewritten), proof)
+
+
+def test_the_frontier_gives_every_prefix_root() -> None:
+    frontier = Frontier()
+    assert frontier.root() == EMPTY_ROOT
+    for size, leaf in enumerate(LEAVES, start=1):
+        frontier.append(leaf)
+        assert frontier.root() == root(LEAVES[:size])
+
+
+def test_a_grown_tree_still_proves_its_earlier_sizes() -> None:
+    tree = MerkleTree(LEAVES)
+    for size in range(1, 41):
+        assert tree.root(size) == root(LEAVES[:size])
+        for index in (0, size // 2, size - 1):
+            assert tree.inclusion_proof(index, size) == inclusion_proof(index, LEAVES[:size])
+        for old in (1, size // 2 or 1, size):
+            assert tree.consistency_proof(old, size) == consistency_proof(old, LEAVES[:size])
