@@ -14,7 +14,7 @@ from domain.ports import EventStore
 from domain.proofs import InclusionProof, as_proven
 from domain.signing import Keyring
 from domain.streams import Topology
-from domain.verification import LogVerifier, Problem
+from domain.verification import LogVerifier, Problem, Reason
 
 
 class _Key(msgspec.Struct):
@@ -93,14 +93,34 @@ async def export_log(events: AsyncIterator[StoredEvent], path: Path) -> int:
 
 
 async def verify_log(
-    events: AsyncIterator[StoredEvent], topology: Topology, keyring: Keyring
+    events: AsyncIterator[StoredEvent],
+    topology: Topology,
+    keyring: Keyring,
+    *,
+    pinned: StoredEvent | None = None,
 ) -> tuple[LogVerifier, list[Problem]]:
+    """Verify a whole log. ``pinned``: a checkpoint obtained independently (GET
+    /v1/audit/checkpoint); the log must hold it byte for byte, so a log cut short before
+    it, or rewritten, cannot pass."""
     verifier = LogVerifier(
         keyring, unchained_streams=frozenset(s.name for s in topology.streams if not s.chained)
     )
     problems: list[Problem] = []
+    found: StoredEvent | None = None
+    last: dict[str, int] = {}
     async for stored in events:
         problems.extend(verifier.feed(stored))
+        last[stored.stream] = stored.seq
+        if pinned is not None and (stored.stream, stored.seq) == (pinned.stream, pinned.seq):
+            found = stored
+    if pinned is not None and (found is None or found.data != pinned.data):
+        reason, detail = (
+            (Reason.TRUNCATED, f"the log ends at {last.get(pinned.stream, 0)}")
+            if found is None
+            else (Reason.CHECKPOINT_MISMATCH, "the log holds different bytes there")
+        )
+        detail += f"; the pinned checkpoint is {pinned.stream}#{pinned.seq}"
+        problems.append(Problem(reason, detail, pinned.stream, pinned.seq, pinned.subject))
     return verifier, problems
 
 
@@ -128,6 +148,10 @@ async def prove(events: AsyncIterator[StoredEvent], topology: Topology, seq: int
             )
         tree.append(leaf_hash(stored.data))
     raise NoCheckpoint(f"no checkpoint covers ledger sequence {seq} yet")
+
+
+async def latest_checkpoint(store: EventStore, topology: Topology) -> StoredEvent | None:
+    return await store.last(_checkpoints(topology))
 
 
 def _checkpoints(topology: Topology) -> str:

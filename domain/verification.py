@@ -8,10 +8,14 @@ from enum import StrEnum
 
 import msgspec
 
+from domain.canonical import b64decode, sha256_hex
 from domain.envelope import EnvelopeBody, StoredEvent, decode_body, event_hash, split_wire
 from domain.events import (
     Event,
     LedgerCheckpointed,
+    NodeEnrolled,
+    NodeEvidence,
+    NodeKeyRotated,
     SchemaMismatch,
     UnknownEventType,
     decode_payload,
@@ -29,8 +33,11 @@ class Reason(StrEnum):
     SUBJECT_MISMATCH = "subject_mismatch"
     BROKEN_CHAIN = "broken_chain"
     SEQUENCE_GAP = "sequence_gap"
+    UNKNOWN_NODE_KEY = "unknown_node_key"
+    BAD_NODE_SIGNATURE = "bad_node_signature"
     CHECKPOINT_MISMATCH = "checkpoint_mismatch"
     CHECKPOINT_INCONSISTENT = "checkpoint_inconsistent"
+    TRUNCATED = "truncated"
 
 
 class Problem(msgspec.Struct, frozen=True):
@@ -99,6 +106,7 @@ class LogVerifier:
         self._last_seq: dict[str, int] = {}
         self._tip: dict[str, str] = {}
         self._trees: dict[str, Frontier] = {}
+        self._node_keys: dict[str, Keyring] = {}
         self._last_checkpoint: dict[str, LedgerCheckpointed] = {}
 
     def feed(self, stored: StoredEvent) -> list[Problem]:
@@ -106,6 +114,7 @@ class LogVerifier:
         outcome = verify_event(stored, self.keyring)
         if isinstance(outcome, Problem):
             return [*problems, outcome]
+        problems.extend(self._check_node_evidence(stored, outcome))
         if stored.stream not in self.unchained_streams:
             problems.extend(self._check_chain(stored, outcome))
             problems.extend(self._check_checkpoint(stored, outcome))
@@ -132,6 +141,27 @@ class LogVerifier:
             return []
         detail = f"prev_hash {outcome.body.prev_hash} but the subject's previous event is {tip}"
         return [_problem(stored, Reason.BROKEN_CHAIN, detail, outcome.body.event_id)]
+
+    def _check_node_evidence(self, stored: StoredEvent, outcome: Verified) -> list[Problem]:
+        """What a node signed is checked against the keys the log itself gave that node:
+        its enrollment introduces a key, a rotation (signed by the old key) the next."""
+        event = outcome.event
+        evidence = getattr(event, "evidence", None)
+        node_id = getattr(event, "node_id", None)
+        if not isinstance(evidence, NodeEvidence) or not isinstance(node_id, str):
+            return []
+        keys = self._node_keys.setdefault(node_id, Keyring())
+        if isinstance(event, NodeEnrolled):
+            keys.add(b64decode(event.public_key))  # the enrollment answer proves this key
+        failure = evidence_failure(evidence, node_id, keys)
+        if isinstance(event, NodeKeyRotated) and failure is None:
+            keys.add(b64decode(event.public_key))
+        if failure is None:
+            return []
+        reason = (
+            Reason.UNKNOWN_NODE_KEY if evidence.key_id not in keys else Reason.BAD_NODE_SIGNATURE
+        )
+        return [_problem(stored, reason, failure, outcome.body.event_id)]
 
     def _check_checkpoint(self, stored: StoredEvent, outcome: Verified) -> list[Problem]:
         checkpoint = outcome.event
@@ -164,3 +194,20 @@ class LogVerifier:
             return []
         detail = f"no valid consistency proof from the checkpoint at size {previous.tree_size}"
         return [_problem(stored, Reason.CHECKPOINT_INCONSISTENT, detail, event_id)]
+
+
+def evidence_failure(evidence: NodeEvidence, node_id: str, keys: Keyring) -> str | None:
+    """Why a node's signed evidence does not hold, or None when it does."""
+    if evidence.key_id not in keys:
+        return f"node {node_id} has no key {evidence.key_id} in the log"
+    if not keys.verify(evidence.key_id, evidence.body.encode(), evidence.sig):
+        return f"node {node_id}'s signature does not match what it signed"
+    if evidence.request_body is None:
+        return None
+    lines = evidence.body.split("\n")
+    # A signed request names its body's digest (line 4) and its node (line 7).
+    if len(lines) != 8 or lines[3] != sha256_hex(evidence.request_body.encode()):
+        return "the kept request body is not the one the node signed"
+    if lines[6] != node_id:
+        return f"the node signed a request for {lines[6]!r}, not {node_id!r}"
+    return None

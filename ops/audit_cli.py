@@ -25,7 +25,7 @@ from adapters.keyfile import load_signer
 from adapters.services import rebuild
 from adapters.settings import Settings
 from domain.envelope import StoredEvent
-from domain.proofs import InclusionProof, check_proof
+from domain.proofs import InclusionProof, ProvenEvent, check_proof
 from domain.signing import Keyring
 from domain.streams import Topology
 from ops.cli_support import console, progress_bars, run, settings_from
@@ -61,8 +61,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     topology = topology_for(settings)
     keyring = _keyring(args, settings)
 
+    pinned = None
+    if args.head:
+        head = msgspec.json.decode(args.head.read_bytes(), type=ProvenEvent)
+        pinned = StoredEvent(head.stream, head.seq, head.subject, bytes(head.data))
+
     async def verify(log: AsyncIterator[StoredEvent]) -> Any:
-        return await verify_log(log, topology, keyring)
+        return await verify_log(log, topology, keyring, pinned=pinned)
 
     with progress_bars("verifying") as update:
         verifier, problems = run(_with_log(settings, topology, args.source, verify, update))
@@ -173,6 +178,11 @@ def add_audit_commands(sub: Any) -> None:
     with_keys(verify)
     verify.add_argument("--from", dest="source", type=Path, help="an exported log file")
     verify.add_argument("--json", action="store_true", help="a machine-readable report")
+    verify.add_argument(
+        "--head",
+        type=Path,
+        help="a checkpoint pinned earlier (GET /v1/audit/checkpoint): the log must hold it",
+    )
 
     export = command("export", cmd_export, "write the whole log to a JSON-lines file")
     export.add_argument("out", type=Path)

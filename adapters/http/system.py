@@ -6,9 +6,12 @@ import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 
+from adapters.audit import latest_checkpoint
 from adapters.bootstrap import ControlPlane
+from adapters.http.problems import ApiError
 from adapters.postgres import current_revision, head_revision
 from domain.canonical import b64encode
+from domain.proofs import ProvenEvent, as_proven
 from projections.catalog import all_projections
 from projections.checkpoints import checkpoints
 
@@ -64,6 +67,16 @@ class SystemController(Controller):
         body = Readiness("ready" if ok else "not_ready", nats, postgres, migrations, lags)
         headers = {} if ok else {"Retry-After": str(plane.settings.retry_after_s)}
         return Response(body, status_code=200 if ok else 503, headers=headers)
+
+    @get(
+        "/v1/audit/checkpoint",
+        summary="The latest signed ledger checkpoint, to pin for `b3iq audit verify --head`",
+    )
+    async def checkpoint(self, plane: NamedDependency[ControlPlane]) -> ProvenEvent:
+        stored = await latest_checkpoint(plane.store, plane.topology)
+        if stored is None:
+            raise ApiError(404, "not_found", "Not Found", "no checkpoint has been signed yet")
+        return as_proven(stored)
 
     @get("/v1/keys", summary="Public keys that sign the log's envelopes, for offline audit")
     async def keys(self, plane: NamedDependency[ControlPlane]) -> PublicKeys:

@@ -40,6 +40,12 @@ def sealed(
     return seal(subject, events, prev_hash=prev, signer=signer, now=NOW)
 
 
+async def enroll(store: EventStore, topology: Topology, signer: Signer, node: str) -> None:
+    """Introduce the node's key to the log, so its signed evidence can be checked."""
+    subject = topology.subject("enrollment", node)
+    await store.append(subject, sealed(subject, signer, [enrolled(node, signer)]), 0)
+
+
 async def read_all(store: EventStore, stream: str) -> list[int]:
     reader = await store.reader(stream, 1)
     seqs: list[int] = []
@@ -186,6 +192,7 @@ async def test_recorder_serializes_decisions_and_chains_them(
     """Concurrent read-decide-append loops lose no update, and the chain verifies."""
     recorder = Recorder(store, signer, topology, max_attempts=50)
     subject = topology.subject("node", "counter")
+    await enroll(store, topology, signer, "counter")
 
     def next_heartbeat(tail: Decoded | None) -> list[Event]:
         seq = 0 if tail is None else tail.event.heartbeat_seq + 1  # type: ignore[attr-defined]
@@ -201,7 +208,7 @@ async def test_recorder_serializes_decisions_and_chains_them(
     )
     verifier = LogVerifier(Keyring([signer.public_key]))
     assert [p for e in events for p in verifier.feed(e)] == []
-    assert verifier.verified == 12
+    assert verifier.verified == 13  # the enrollment and 12 heartbeats
 
 
 async def test_recorders_in_two_processes_never_extend_a_stale_tail(
@@ -211,6 +218,7 @@ async def test_recorders_in_two_processes_never_extend_a_stale_tail(
     the chain or lose a decision."""
     first, second = (Recorder(store, signer, topology) for _ in range(2))
     subject = topology.subject("node", "shared")
+    await enroll(store, topology, signer, "shared")
 
     def next_heartbeat(tail: Decoded | None) -> list[Event]:
         seq = 0 if tail is None else tail.event.heartbeat_seq + 1  # type: ignore[attr-defined]
@@ -221,7 +229,8 @@ async def test_recorders_in_two_processes_never_extend_a_stale_tail(
     reader = await store.reader(topology.ledger.name, 1)
     events = await reader.next_batch(100, 0.5)
     await reader.close()
-    seqs = [decode_stored(e).event.heartbeat_seq for e in events]  # type: ignore[attr-defined]
+    beats = [decode_stored(e).event for e in events]
+    seqs = [b.heartbeat_seq for b in beats if isinstance(b, HeartbeatRecorded)]
     assert seqs == list(range(6))
     verifier = LogVerifier(Keyring([signer.public_key]))
     assert [p for e in events for p in verifier.feed(e)] == []

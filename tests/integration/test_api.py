@@ -12,6 +12,7 @@ import pytest
 from litestar import Litestar, get
 
 from adapters.bootstrap import ControlPlane, bootstrap
+from adapters.checkpoints import Checkpointer
 from adapters.http.app import create_app
 from adapters.http.problems import make_handlers
 from adapters.settings import Settings
@@ -172,3 +173,15 @@ def test_serve_names_an_unreachable_server_and_exits_nonzero(
     assert "127.0.0.1:1" in result.stderr
     assert "Traceback" not in result.stderr
     assert "hunter2" not in result.stderr
+
+
+async def test_the_latest_checkpoint_is_published_for_pinning(plane: ControlPlane) -> None:
+    async with client_for(create_app(plane)) as client:
+        missing = await client.get("/v1/audit/checkpoint")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "not_found"
+        made = await Checkpointer(plane.store, plane.recorder, plane.topology).checkpoint()
+        assert made is not None
+        head = (await client.get("/v1/audit/checkpoint")).json()
+    assert head["seq"] == made.tree_size + 1
+    assert head["data"]["body"]["payload"]["root"] == made.root

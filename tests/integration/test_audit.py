@@ -10,12 +10,22 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from adapters.audit import export_log, keyring_from_file, prove, read_export, read_log, verify_log
+from adapters.audit import (
+    ExportedEvent,
+    export_log,
+    keyring_from_file,
+    latest_checkpoint,
+    prove,
+    read_export,
+    read_log,
+    verify_log,
+)
 from adapters.checkpoints import Checkpointer, InconsistentLog
 from adapters.jetstream import JetStreamEventStore
 from adapters.recorder import Recorder
-from domain.canonical import b64encode
+from domain.canonical import b64encode, canonical_bytes
 from domain.decoding import Decoded
+from domain.envelope import StoredEvent, decode_body, split_wire, wire_bytes
 from domain.events import Event, LedgerCheckpointed
 from domain.proofs import InclusionProof, check_proof
 from domain.signing import Keyring, Signer
@@ -177,3 +187,117 @@ async def test_the_checkpointer_signs_periodically_but_never_only_itself(
     )
     assert problems == []
     assert verifier.checkpoints == 1
+
+
+@pytest.fixture
+async def exported(
+    js_store: JetStreamEventStore, topology: Topology, signer: Signer, tmp_path: Path
+) -> tuple[list[bytes], StoredEvent]:
+    """A real log (enrollments, heartbeats, two checkpoints) exported to JSON lines."""
+    recorder = Recorder(js_store, signer, topology)
+    checkpointer = Checkpointer(js_store, recorder, topology)
+    await add_nodes(recorder, topology, signer, range(6))
+    await checkpointer.checkpoint()
+    await add_nodes(recorder, topology, signer, range(6, 10))
+    await checkpointer.checkpoint()
+    await fill(js_store, topology, signer, beats=20)
+    path = tmp_path / "log.jsonl"
+    await export_log(read_log(js_store, topology), path)
+    head = await latest_checkpoint(js_store, topology)
+    assert head is not None
+    return path.read_bytes().splitlines(keepends=True), head
+
+
+def edit(line: bytes, old: bytes, new: bytes) -> bytes:
+    assert old in line
+    return line.replace(old, new, 1)
+
+
+def swap_field(line: bytes, field: bytes) -> bytes:
+    start = line.index(field) + len(field)
+    return line[:start] + bytes([line[start] ^ 0x01]) + line[start + 1 :]
+
+
+TAMPERS = {
+    # name: (what is done to the exported lines, the (reason, seq) reported first)
+    "a payload byte": (
+        lambda ls: [*ls[:2], swap_field(ls[2], b'"agent_version":"'), *ls[3:]],
+        (Reason.BAD_SIGNATURE, 3),
+    ),
+    "a signature byte": (
+        lambda ls: [*ls[:4], swap_field(ls[4], b'"sig":"'), *ls[5:]],
+        (Reason.BAD_SIGNATURE, 5),
+    ),
+    "a header (the stored subject)": (
+        lambda ls: [*ls[:5], edit(ls[5], b".ev.node.x", b".ev.node.y"), *ls[6:]],
+        (Reason.SUBJECT_MISMATCH, 6),
+    ),
+    "a deleted event": (
+        lambda ls: [*ls[:3], *ls[4:]],
+        (Reason.SEQUENCE_GAP, 5),
+    ),
+    "two swapped events": (
+        lambda ls: [*ls[:8], ls[9], ls[8], *ls[10:]],
+        (Reason.SEQUENCE_GAP, 10),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", TAMPERS)
+async def test_every_tamper_with_an_exported_log_is_pinpointed(
+    exported: tuple[list[bytes], StoredEvent],
+    topology: Topology,
+    signer: Signer,
+    tmp_path: Path,
+    name: str,
+) -> None:
+    lines, _ = exported
+    change, first = TAMPERS[name]
+    path = tmp_path / "tampered.jsonl"
+    path.write_bytes(b"".join(change(lines)))
+    _, problems = await verify_log(read_export(path), topology, Keyring([signer.public_key]))
+    assert [(p.reason, p.seq) for p in problems][:1] == [first]
+
+
+async def test_a_truncated_export_fails_against_a_pinned_checkpoint(
+    exported: tuple[list[bytes], StoredEvent], topology: Topology, signer: Signer, tmp_path: Path
+) -> None:
+    lines, head = exported
+    ledger = [line for line in lines if b'"stream":"' + topology.ledger.name.encode() in line]
+    path = tmp_path / "short.jsonl"
+    path.write_bytes(b"".join(ledger[: head.seq - 1]))  # cut just before the latest checkpoint
+    keyring = Keyring([signer.public_key])
+    _, clean = await verify_log(read_export(path), topology, keyring)
+    assert clean == []  # a clean cut looks whole on its own...
+    _, problems = await verify_log(read_export(path), topology, keyring, pinned=head)
+    assert [(p.reason, p.seq) for p in problems] == [(Reason.TRUNCATED, head.seq)]  # ...not pinned
+
+
+async def test_a_forged_checkpoint_in_an_export_is_pinpointed(
+    exported: tuple[list[bytes], StoredEvent], topology: Topology, signer: Signer, tmp_path: Path
+) -> None:
+    lines, head = exported
+    body = decode_body(split_wire(head.data).body)
+    forged_event = LedgerCheckpointed(tree_size=head.seq - 1, root="ab" * 32)
+    forger = Signer.generate()
+    forged_body = canonical_bytes(
+        msgspec.structs.replace(
+            body, signer=forger.key_id, payload=msgspec.Raw(canonical_bytes(forged_event))
+        )
+    )
+    index = next(i for i, line in enumerate(lines) if f'"seq":{head.seq},'.encode() in line)
+    line = ExportedEvent(
+        head.stream,
+        head.seq,
+        head.subject,
+        msgspec.Raw(wire_bytes(forged_body, forger.sign(forged_body))),
+    )
+    lines[index] = msgspec.json.encode(line) + b"\n"
+    path = tmp_path / "forged.jsonl"
+    path.write_bytes(b"".join(lines))
+    _, problems = await verify_log(read_export(path), topology, Keyring([signer.public_key]))
+    assert [(p.reason, p.seq) for p in problems][:1] == [(Reason.UNKNOWN_KEY, head.seq)]
+    _, problems = await verify_log(
+        read_export(path), topology, Keyring([signer.public_key, forger.public_key])
+    )
+    assert [(p.reason, p.seq) for p in problems][:1] == [(Reason.CHECKPOINT_MISMATCH, head.seq)]

@@ -1,5 +1,6 @@
 """Tampering of any kind is detected, and the exact event is named."""
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import msgspec
@@ -7,6 +8,8 @@ import pytest
 
 from domain.canonical import canonical_bytes
 from domain.envelope import EnvelopeBody, StoredEvent, decode_body, split_wire, wire_bytes
+from domain.events import Event, NodeEvidence
+from domain.node_requests import canonical_request
 from domain.sealing import seal
 from domain.signing import Keyring, Signer
 from domain.verification import LogVerifier, Reason, verify_event
@@ -128,3 +131,50 @@ def test_chains_link_consecutive_appends(signer: Signer) -> None:
         SUBJECT, [heartbeat("n1", 1, signer)], prev_hash=first[0].hash, signer=signer, now=NOW
     )
     assert decode_body(split_wire(second[0].data).body).prev_hash == first[0].hash
+
+
+def log_of(signer: Signer, events: list[Event]) -> list[StoredEvent]:
+    sealed = seal(SUBJECT, events, prev_hash=None, signer=signer, now=NOW)
+    return [StoredEvent(STREAM, i, SUBJECT, s.data) for i, s in enumerate(sealed, start=1)]
+
+
+def signed_request_evidence(node: Signer, node_id: str, body: bytes) -> NodeEvidence:
+    text = canonical_request(
+        method="POST",
+        path=f"/v1/nodes/{node_id}/heartbeats",
+        body=body,
+        timestamp=1,
+        nonce="n" * 16,
+        node_id=node_id,
+        key_id=node.key_id,
+    )
+    return NodeEvidence(node.key_id, text.decode(), node.sign(text), request_body=body.decode())
+
+
+def test_node_evidence_is_checked_against_the_keys_the_log_gave_the_node(signer: Signer) -> None:
+    node = Signer.generate()
+    good = signed_request_evidence(node, "n1", b'{"seq":1}')
+    beat = msgspec.structs.replace(heartbeat("n1", 1, node), evidence=good)
+    assert problems(log_of(signer, [enrolled("n1", node), beat]), signer) == []
+    assert problems(log_of(signer, [beat]), signer) == [(Reason.UNKNOWN_NODE_KEY, 1)]
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda e: msgspec.structs.replace(e, sig=Signer.generate().sign(e.body.encode())),
+        lambda e: msgspec.structs.replace(e, request_body='{"seq":2}'),
+        lambda e: msgspec.structs.replace(e, body=e.body.replace("n1", "n2")),
+    ],
+    ids=["forged signature", "swapped request body", "edited signed text"],
+)
+def test_node_evidence_re_signed_by_the_control_plane_still_fails(
+    signer: Signer, tamper: Callable[[NodeEvidence], NodeEvidence]
+) -> None:
+    """Even the control plane's own key cannot make a node say what it did not."""
+    node = Signer.generate()
+    evidence = tamper(signed_request_evidence(node, "n1", b'{"seq":1}'))
+    beat = msgspec.structs.replace(heartbeat("n1", 1, node), evidence=evidence)
+    assert problems(log_of(signer, [enrolled("n1", node), beat]), signer) == [
+        (Reason.BAD_NODE_SIGNATURE, 2)
+    ]
