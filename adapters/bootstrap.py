@@ -8,10 +8,13 @@ from datetime import datetime
 import asyncpg
 
 from adapters.admin_tokens import AdminTokens
+from adapters.command_queue import CommandQueue
+from adapters.command_signals import CommandSignals
 from adapters.enrollment import Enrollment
 from adapters.heartbeat_intake import HeartbeatIntake
 from adapters.jetstream import JetStreamEventStore
 from adapters.jetstream.nonces import JetStreamNonces
+from adapters.key_rotation import KeyRotation
 from adapters.keyfile import load_or_create_signer
 from adapters.memory_nonces import InMemoryNonces
 from adapters.node_auth import NodeAuthenticator, NodeDirectory
@@ -20,6 +23,7 @@ from adapters.postgres import create_pool, require_migrated
 from adapters.protocol_registry import LedgerProtocolRegistry
 from adapters.recorder import Recorder, utcnow
 from adapters.settings import Settings
+from adapters.support_grants import SupportGrants
 from domain.canonical import b64encode
 from domain.decoding import Decoded
 from domain.events import Event, SignerKeyPublished
@@ -41,6 +45,9 @@ class ManagedMode:
     nodes: NodeOperations
     protocol: LedgerProtocolRegistry
     directory: NodeDirectory
+    key_rotation: KeyRotation
+    commands: CommandQueue
+    grants: SupportGrants
 
 
 @dataclass
@@ -67,6 +74,8 @@ class ControlPlane:
         await self.recorder.record(self.topology.subject("key", self.signer.key_id), decide)
 
     async def close(self) -> None:
+        await self.managed.commands.signals.close()
+        await self.managed.directory.close()
         close = getattr(self.store, "close", None)
         if close is not None:
             await close()
@@ -117,6 +126,20 @@ def managed_mode(
         ),
         protocol=protocol,
         directory=directory,
+        key_rotation=KeyRotation(auth, recorder, directory),
+        commands=CommandQueue(
+            pool,
+            recorder,
+            auth,
+            directory,
+            CommandSignals(),
+            lease_s=settings.command_lease_s,
+            ttl_s=settings.command_ttl_s,
+            max_attempts=settings.command_max_attempts,
+            max_wait_s=settings.command_max_wait_s,
+            clock=clock,
+        ),
+        grants=SupportGrants(pool, recorder, ttl_s=settings.support_grant_ttl_s, clock=clock),
     )
 
 
@@ -141,7 +164,7 @@ async def bootstrap(
     nonces: NonceRegistry
     if isinstance(store, JetStreamEventStore):
         nonces = await JetStreamNonces.open(
-            store.js, topology, settings.request_skew_s, settings.stream_replicas
+            store.nc, topology, settings.request_skew_s, settings.stream_replicas
         )
     else:
         nonces = InMemoryNonces(settings.request_skew_s)
@@ -159,6 +182,9 @@ async def bootstrap(
         clock=clock,
     )
     await plane.publish_signing_key()
+    if isinstance(store, JetStreamEventStore):
+        await plane.managed.commands.signals.listen(store.nc, topology)
+        await plane.managed.directory.follow(store.nc)
     if await plane.managed.admin_tokens.ensure_bootstrap(settings.admin_token_path):
         log.warning("bootstrap admin token written to %s (mode 0600)", settings.admin_token_path)
     return plane

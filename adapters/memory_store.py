@@ -60,6 +60,17 @@ class InMemoryEventStore:
     async def append_many(self, items: Sequence[tuple[str, Sealed]]) -> list[AppendResult]:
         return [await self.append(subject, [sealed], None) for subject, sealed in items]
 
+    async def append_each(
+        self, items: Sequence[tuple[str, Sealed, int | None]]
+    ) -> list[AppendResult | ConcurrencyConflict]:
+        results: list[AppendResult | ConcurrencyConflict] = []
+        for subject, sealed, expected in items:
+            try:
+                results.append(await self.append(subject, [sealed], expected))
+            except ConcurrencyConflict as conflict:
+                results.append(conflict)
+        return results
+
     async def last(self, subject: str) -> StoredEvent | None:
         stream = self._stream_for(subject)
         seq = stream.last_by_subject.get(subject)

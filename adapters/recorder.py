@@ -103,5 +103,15 @@ class Recorder:
             [(subject, self._unchained(subject, event, now)) for subject, event in items]
         )
 
+    async def record_evidence_each(
+        self, items: Sequence[tuple[str, Event, int | None]]
+    ) -> list[AppendResult | ConcurrencyConflict]:
+        """As ``record_evidence``, each event on condition that its subject's last sequence
+        is the one given; a conflict refuses that event alone."""
+        now = self.clock()
+        return await self.store.append_each(
+            [(subject, self._unchained(subject, event, now), seq) for subject, event, seq in items]
+        )
+
     def _unchained(self, subject: str, event: Event, now: datetime) -> Sealed:
         return seal(subject, [event], prev_hash=None, signer=self.signer, now=now, chained=False)[0]

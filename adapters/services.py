@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import uvicorn
 from prometheus_client import start_http_server
 
+from adapters.api_workers import listening_socket
 from adapters.bootstrap import ControlPlane, bootstrap
 from adapters.checkpoints import Checkpointer
 from adapters.http.app import create_app
@@ -32,7 +33,8 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, *, shared_port: bool = False) -> None:
+    """``shared_port``: bind with SO_REUSEPORT, as one of several workers."""
     plane = await bootstrap(settings)
     app = create_app(plane, own_plane=True)
     config = uvicorn.Config(
@@ -43,7 +45,8 @@ async def serve(settings: Settings) -> None:
         access_log=False,
         server_header=False,
     )
-    await uvicorn.Server(config).serve()
+    sockets = [listening_socket(settings.host, settings.port)] if shared_port else None
+    await uvicorn.Server(config).serve(sockets=sockets)
 
 
 def runners_for(plane: ControlPlane, batch_size: int) -> list[ProjectionRunner]:

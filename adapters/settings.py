@@ -51,6 +51,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """B3IQ_CHECKPOINT_EVERY_EVENTS: sign a ledger tree head after this many new events."""
     checkpoint_every_s: float = 60.0
     """B3IQ_CHECKPOINT_EVERY_S: ... or after this long, if anything new arrived."""
+    command_lease_s: float = 120.0
+    """B3IQ_COMMAND_LEASE_S: how long a node holds a command before it is queued again."""
+    command_ttl_s: float = 24 * 3600.0
+    """B3IQ_COMMAND_TTL_S: a command not done this long after it was queued expires."""
+    command_max_attempts: int = 3
+    """B3IQ_COMMAND_MAX_ATTEMPTS: leases that may lapse before a command expires."""
+    command_max_wait_s: float = 30.0
+    """B3IQ_COMMAND_MAX_WAIT_S: the longest a node's command long-poll is held open."""
+    support_grant_ttl_s: float = 3600.0
+    """B3IQ_SUPPORT_GRANT_TTL_S: how long a support grant lasts unless asked otherwise."""
 
     @property
     def key_path(self) -> Path:

@@ -58,6 +58,15 @@ class EventStore(Protocol):
         """Unconditional single-event appends, pipelined (high-volume evidence)."""
         ...
 
+    async def append_each(
+        self, items: Sequence[tuple[str, Sealed, int | None]]
+    ) -> list[AppendResult | ConcurrencyConflict]:
+        """Single-event appends, pipelined, each on condition that its subject's last
+        sequence is the one given (as ``append``'s ``expected_last_seq``; None: none).
+        A conflict refuses that event alone and comes back in its place; any other
+        failure raises. Retrying the same events is harmless."""
+        ...
+
     async def last(self, subject: str) -> StoredEvent | None:
         """The latest event on a subject, read directly."""
         ...

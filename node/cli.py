@@ -9,6 +9,14 @@ from node.keys import ENDPOINT_SCOPES
 from node.settings import DEFAULT_PORT
 
 
+def _managed_mode(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    enroll = sub.add_parser("enroll", help="enroll this node with a control plane (Managed Mode)")
+    enroll.add_argument("--control-plane", required=True, help="control-plane base URL")
+    sub.add_parser(
+        "rotate-key", help="move this enrolled node to a new identity key (the old one vouches)"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="b3iq-host", description="B3IQ host agent (Local Mode)")
     parser.add_argument("--home", type=Path, help="node state directory (B3IQ_HOME)")
@@ -25,8 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--n-threads", type=int, help="llama.cpp threads per model")
 
-    enroll = sub.add_parser("enroll", help="enroll this node with a control plane (Managed Mode)")
-    enroll.add_argument("--control-plane", required=True, help="control-plane base URL")
+    _managed_mode(sub)
 
     wizard = sub.add_parser("wizard-url", help="print the setup page URL")
     wizard.add_argument(

@@ -126,6 +126,40 @@ def enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def rotate_key(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from domain.signing import Signer
+    from node.managed.client import ControlPlaneClient
+    from node.managed.daemon import CONTROL_PLANE_URL
+    from node.managed.key_rotation import RotationFailed, rotate_key
+
+    settings = _settings(args)
+    db = _db(settings)
+    url = db.get_meta(CONTROL_PLANE_URL)
+    if url is None:
+        err.print("this node is not enrolled: run `b3iq-host enroll --control-plane URL` first")
+        return 1
+    identity = load_identity(db, settings.key_path)
+
+    async def _rotate() -> Signer:
+        client = ControlPlaneClient(url, identity)
+        try:
+            return await rotate_key(client, settings.key_path)
+        finally:
+            await client.close()
+
+    try:
+        new = asyncio.run(_rotate())
+    except (RotationFailed, httpx.HTTPError) as exc:
+        err.print(f"key rotation failed: {exc or type(exc).__name__}")
+        return 1
+    db.set_meta("public_key", new.public_key.hex())
+    out.print(f"node {identity.node_id} now uses key {new.key_id} (was {identity.signer.key_id})")
+    out.print("restart `b3iq-host run` so that it signs with the new key")
+    return 0
+
+
 def wizard_url(args: argparse.Namespace) -> int:
     settings = _settings(args)
     url = f"{settings.base_url}/setup/"
@@ -311,6 +345,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("run", None): run,
     ("wizard-url", None): wizard_url,
     ("enroll", None): enroll,
+    ("rotate-key", None): rotate_key,
     ("keys", "create"): keys_create,
     ("keys", "list"): keys_list,
     ("keys", "revoke"): keys_revoke,

@@ -5,6 +5,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
+
 from node.catalog import GGUF_KIND, ModelProfile, ModelSource, ModelStore, discover, profile_for
 from node.identity import NodeIdentity, load_identity
 from node.inventory import Inventory, read_inventory
@@ -17,6 +19,9 @@ from node.runtime.llama import LlamaRuntime
 from node.runtime.proxy import ProxyRuntime
 from node.settings import NodeSettings
 from node.state import Database
+
+PROFILE_POLICY = "profile_policy."
+"""Meta key prefix of a model's profile policy (route tier, eligibility flags)."""
 
 
 @dataclass
@@ -74,16 +79,23 @@ class NodeServices:
         for source in self.sources:
             runtime = self.runtimes.get(source.name)
             context = runtime.context_length if isinstance(runtime, LlamaRuntime) else None
-            result.append(
-                profile_for(
-                    self.identity.node_id,
-                    source,
-                    runtime,
-                    ram_available_mib=ram,
-                    context_length=context,
-                )
+            profile = profile_for(
+                self.identity.node_id,
+                source,
+                runtime,
+                ram_available_mib=ram,
+                context_length=context,
             )
+            result.append(self._with_policy(profile))
         return result
+
+    def _with_policy(self, profile: ModelProfile) -> ModelProfile:
+        """The operator's profile policy (set_profile_policy), if one was set for the model."""
+        stored = self.db.get_meta(PROFILE_POLICY + profile.model)
+        if stored is None:
+            return profile
+        policy = {k: v for k, v in msgspec.json.decode(stored).items() if v is not None}
+        return msgspec.structs.replace(profile, **policy)
 
 
 def open_services(settings: NodeSettings) -> NodeServices:

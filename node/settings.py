@@ -1,5 +1,6 @@
 """The host agent's configuration, read once from the environment into one typed object."""
 
+import os
 from pathlib import Path
 
 import msgspec
@@ -29,6 +30,23 @@ class NodeSettings(msgspec.Struct, frozen=True, kw_only=True):
     """B3IQ_N_CTX: context size per model (0: the model's trained context)."""
     session_ttl_s: int = 12 * 3600
     """B3IQ_SESSION_TTL_S: lifetime of an owner session on the setup page."""
+    allowed_commands: str = (
+        "benchmark_smoke,runtime_probe,route_health_check,model_install,model_remove,"
+        "support_bundle,set_profile_policy"
+    )
+    """B3IQ_ALLOWED_COMMANDS: the command kinds this node runs; it refuses the others."""
+    model_sources: str = ""
+    """B3IQ_MODEL_SOURCES: directories (os.pathsep-separated) model_install may copy from."""
+    command_wait_s: float = 25.0
+    """B3IQ_COMMAND_WAIT_S: how long each command long-poll asks the control plane to hold."""
+
+    @property
+    def allowed_command_kinds(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.allowed_commands.split(",") if k.strip())
+
+    @property
+    def model_source_dirs(self) -> list[Path]:
+        return [Path(p).expanduser() for p in self.model_sources.split(os.pathsep) if p]
 
     @property
     def state_dir(self) -> Path:

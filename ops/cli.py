@@ -8,6 +8,7 @@ from pathlib import Path
 
 from adapters.keyfile import KeyFileError
 from adapters.postgres import DatabaseUnavailable, migrate
+from adapters.settings import Settings
 from domain.ports import StoreUnavailable
 from ops.audit_cli import add_audit_commands
 from ops.cli_support import console, run, settings_from
@@ -18,8 +19,19 @@ EXIT_UNAVAILABLE = 2
 def cmd_serve(args: argparse.Namespace) -> int:
     from adapters.services import serve
 
-    run(serve(settings_from(args)))
-    return 0
+    settings = settings_from(args)
+    if args.workers <= 1:
+        run(serve(settings))
+        return 0
+    from adapters.api_workers import run_workers
+
+    return run_workers(settings, args.workers, _serve_worker)
+
+
+def _serve_worker(settings: Settings) -> None:
+    from adapters.services import serve
+
+    run(serve(settings, shared_port=True))
 
 
 def cmd_projector(args: argparse.Namespace) -> int:
@@ -52,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (default 127.0.0.1, B3IQ_HOST)")
     serve.add_argument("--port", type=int, help="listen port (default 8830, B3IQ_PORT)")
     serve.add_argument("--data-dir", type=Path, help="keys and state (B3IQ_DATA_DIR)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="API processes sharing the port (one per core)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     projector = sub.add_parser("projector", help="fold the log into the read models")

@@ -1,5 +1,6 @@
 """Every projection the control plane runs."""
 
+from projections.commands import CommandsProjection
 from projections.heartbeats import HeartbeatsProjection
 from projections.nodes import NodesProjection
 from projections.projection import Projection
@@ -13,4 +14,5 @@ def all_projections() -> list[Projection]:
         NodesProjection(),
         HeartbeatsProjection(),
         ProtocolProjection(),
+        CommandsProjection(),
     ]

@@ -26,13 +26,28 @@ ON CONFLICT (node_id) DO UPDATE SET
 """
 
 _PROFILES = """
-INSERT INTO model_profiles (node_id, model, profile_id, status, runtime_kind, route_tier,
+INSERT INTO model_profiles AS m (node_id, model, profile_id, status, runtime_kind, route_tier,
     network_eligible, benchmark_verified, paid_route_eligible, queue_health, queue_depth,
     context_length, heartbeat_seq, reported_at)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
     $7::bool[], $8::bool[], $9::bool[], $10::text[], $11::int[], $12::int[], $13::bigint[],
     $14::timestamptz[])
-ON CONFLICT (node_id, model) DO NOTHING
+ON CONFLICT (node_id, model) DO UPDATE SET
+    profile_id = EXCLUDED.profile_id, status = EXCLUDED.status,
+    runtime_kind = EXCLUDED.runtime_kind, route_tier = EXCLUDED.route_tier,
+    network_eligible = EXCLUDED.network_eligible,
+    benchmark_verified = EXCLUDED.benchmark_verified,
+    paid_route_eligible = EXCLUDED.paid_route_eligible, queue_health = EXCLUDED.queue_health,
+    queue_depth = EXCLUDED.queue_depth, context_length = EXCLUDED.context_length,
+    heartbeat_seq = EXCLUDED.heartbeat_seq, reported_at = EXCLUDED.reported_at
+"""
+# Profiles the nodes no longer report. Updating the rest in place (rather than deleting
+# and inserting every profile of every node each batch) leaves the indexes alone: most
+# heartbeats repeat the same models, and index churn was most of the database's work.
+_DROPPED = """
+DELETE FROM model_profiles p
+WHERE p.node_id = ANY($1::text[])
+  AND (p.node_id, p.model) NOT IN (SELECT * FROM unnest($2::text[], $3::text[]))
 """
 
 _json = msgspec.json.Encoder()
@@ -95,10 +110,13 @@ def _report(event: HeartbeatRecorded) -> HeartbeatReport | None:
 async def _replace_profiles(
     db: Database, reports: dict[str, tuple[HeartbeatReport, datetime]]
 ) -> None:
-    await db.execute("DELETE FROM model_profiles WHERE node_id = ANY($1::text[])", list(reports))
     columns: list[list[object]] = [[] for _ in range(14)]
     for node_id, (report, at) in reports.items():
+        seen = set()
         for q in report.profiles:
+            if q.model in seen:
+                continue  # one profile per model: the first one reported
+            seen.add(q.model)
             row = (
                 node_id,
                 q.model,
@@ -117,5 +135,6 @@ async def _replace_profiles(
             )
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
+    await db.execute(_DROPPED, list(reports), columns[0], columns[1])
     if columns[0]:
         await db.execute(_PROFILES, *columns)

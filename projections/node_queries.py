@@ -52,13 +52,17 @@ SELECT n.node_id, n.status, n.key_id, n.agent_version, n.enrolled_at, n.enrolled
        h.heartbeat_seq, h.sent_at, h.recorded_at, h.stream_seq, h.event_id AS hb_event_id,
        h.inventory::text AS inventory, h.runtimes::text AS runtimes,
        least(h.sent_at, h.recorded_at) AS observed_at
-FROM nodes n LEFT JOIN node_heartbeats h USING (node_id)
+FROM nodes n LEFT JOIN node_heartbeats h ON h.node_id = n.node_id{bound}
 """
 _FRESH = "least(h.sent_at, h.recorded_at) >= $1"
-_PROFILE = "SELECT 1 FROM model_profiles p WHERE p.node_id = n.node_id"
+_PROFILE = "SELECT 1 FROM model_profiles p WHERE p.node_id = n.node_id AND p.node_id > $3"
 _UNHEALTHY = "p.queue_health IN ('blocked', 'unhealthy')"
-# Claims and blockers as SQL, mirroring domain.readiness for list filters. Route and
-# observed-benchmark evidence has no source yet, so those gates fail for every node.
+# Claims and blockers as SQL, judging as domain.readiness does (tests/integration/
+# test_node_list_agrees.py holds them to it). With a model, the list holds the nodes that
+# report it, judged for it. Without one, a node is judged as a whole: a claim it makes for
+# any model it reports, a blocker on any of them or on a model-free gate, and `runtime`
+# when it reports no model at all. Route and observed-benchmark evidence has no source
+# yet, so the Route gate fails for every node and every profile lacks benchmark proof.
 _CLAIMS = {
     "managed-enrolled": "n.status = 'enrolled'",
     "local-ready": f"{_FRESH} AND EXISTS ({_PROFILE} AND p.status = 'installed'"
@@ -71,10 +75,11 @@ _BLOCKERS = {
     "enrollment": "n.status <> 'enrolled'",
     "heartbeat": f"(h.node_id IS NULL OR NOT {_FRESH})",
     "route_tier": "TRUE",
-    "benchmark_proof": "TRUE",
+    "benchmark_proof": f"EXISTS ({_PROFILE} {{model}})",
     "protocol_stake": "NOT EXISTS (SELECT 1 FROM node_protocol r WHERE r.node_id = n.node_id"
-    " AND r.registered AND r.active AND r.stake_wei >= $2)",
-    "runtime": f"NOT EXISTS ({_PROFILE} AND p.status = 'installed' {{model}})",
+    " AND r.node_id > $3 AND r.registered AND r.active AND r.stake_wei >= $2)",
+    "runtime": f"(NOT EXISTS ({_PROFILE} {{model}})"
+    f" OR EXISTS ({_PROFILE} AND p.status <> 'installed' {{model}}))",
     "queue_health": f"EXISTS ({_PROFILE} AND {_UNHEALTHY} {{model}})",
     "customer_policy": "FALSE",
 }
@@ -107,7 +112,9 @@ async def list_nodes(
 ) -> list[NodeSummary]:
     """One page in node id order, after the cursor ``after`` (keyset pagination)."""
     cutoff = now - timedelta(seconds=policy.heartbeat_fresh_s)
-    args: list[object] = [cutoff, policy.min_stake_wei]
+    # $3, the cursor, bounds every table the query touches, not just nodes: the planner
+    # does not carry a range across a join, and would merge-join from the first row.
+    args: list[object] = [cutoff, policy.min_stake_wei, after or ""]
     clauses = []
 
     def arg(value: object) -> str:
@@ -125,11 +132,10 @@ async def list_nodes(
         clauses.append(_CLAIMS[where.claim].format(model=model))
     if where.blocker:
         clauses.append(_BLOCKERS[where.blocker].format(model=model))
-    if after is not None:
-        clauses.append(f"n.node_id > {arg(after)}")
     # $1 and $2 are always bound; referencing them keeps the parameter types known.
     sql = (
-        f"{_SELECT} WHERE $1::timestamptz IS NOT NULL AND $2::numeric IS NOT NULL"
+        f"{_SELECT.format(bound=' AND h.node_id > $3')}"
+        " WHERE $1::timestamptz IS NOT NULL AND $2::numeric IS NOT NULL AND n.node_id > $3"
         f"{''.join(' AND ' + c for c in clauses)} ORDER BY n.node_id LIMIT {arg(limit)}"
     )
     rows = await db.fetch(sql, *args)
@@ -154,7 +160,7 @@ async def node_detail(
     db: Database, node_id: str, *, now: datetime, policy: Policy
 ) -> tuple[NodeDetail, Evidence] | None:
     """The node and its readiness evidence (without protocol facts); None if unknown."""
-    row = await db.fetchrow(f"{_SELECT} WHERE n.node_id = $1", node_id)
+    row = await db.fetchrow(f"{_SELECT.format(bound='')} WHERE n.node_id = $1", node_id)
     if row is None:
         return None
     cutoff = now - timedelta(seconds=policy.heartbeat_fresh_s)

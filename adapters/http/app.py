@@ -9,10 +9,12 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from adapters.bootstrap import ControlPlane
-from adapters.http.enrollment import NodeFacingController
+from adapters.http.commands import NodeCommandsController, OperatorCommandsController
+from adapters.http.enrollment import NO_HTTP_METRICS, NodeFacingController
 from adapters.http.operator import OperatorController
 from adapters.http.problems import make_handlers
 from adapters.http.public import PublicController
+from adapters.http.support import GrantAdminController, SupportController
 from adapters.http.system import SystemController
 
 
@@ -30,12 +32,21 @@ def create_app(plane: ControlPlane, *, own_plane: bool = False) -> Litestar:
     def provide_plane() -> ControlPlane:
         return plane
 
-    metrics = PrometheusConfig(app_name="b3iq_control_plane", prefix="b3iq", group_path=True)
+    metrics = PrometheusConfig(
+        app_name="b3iq_control_plane",
+        prefix="b3iq",
+        group_path=True,
+        exclude_opt_key=NO_HTTP_METRICS,
+    )
     return Litestar(
         route_handlers=[
             SystemController,
             NodeFacingController,
             OperatorController,
+            NodeCommandsController,
+            OperatorCommandsController,
+            GrantAdminController,
+            SupportController,
             PublicController,
             PrometheusController,
         ],

@@ -1,4 +1,4 @@
-"""Node-facing endpoints: enrollment challenges, enrollments, signed heartbeats."""
+"""Node-facing endpoints: enrollment challenges, enrollments, signed heartbeats, key rotation."""
 
 from datetime import datetime
 from typing import Annotated, Any
@@ -12,9 +12,12 @@ from msgspec import Meta
 from adapters.bootstrap import ControlPlane
 from adapters.enrollment import Enrolled, check_node_id
 from adapters.heartbeat_intake import HeartbeatAccepted
+from adapters.key_rotation import KeyRotated
 from domain.enrollment import IssuedChallenge
 
 Short = Annotated[str, Meta(max_length=512)]
+NO_HTTP_METRICS = "no_http_metrics"
+"""Route option: the HTTP metrics middleware skips it (the handler counts for itself)."""
 
 
 class ChallengeRequest(msgspec.Struct, frozen=True):
@@ -65,7 +68,11 @@ class NodeFacingController(Controller):
         issued = IssuedChallenge(data.challenge, data.signature)
         return await plane.managed.enrollment.enroll(issued, data.answer, data.agent_version)
 
-    @post("/v1/nodes/{node_id:str}/heartbeats", summary="A signed heartbeat report")
+    @post(
+        "/v1/nodes/{node_id:str}/heartbeats",
+        summary="A signed heartbeat report",
+        opt={NO_HTTP_METRICS: True},
+    )
     async def heartbeat(
         self,
         plane: NamedDependency[ControlPlane],
@@ -75,6 +82,22 @@ class NodeFacingController(Controller):
         check_node_id(node_id)
         body = await request.body()
         return await plane.managed.heartbeats.accept(
+            node_id, signed_path(request), request.headers, body
+        )
+
+    @post(
+        "/v1/nodes/{node_id:str}/keys",
+        summary="Rotate the node's key: signed with the current key, the new key's proof inside",
+    )
+    async def rotate_key(
+        self,
+        plane: NamedDependency[ControlPlane],
+        request: Request[Any, Any, Any],
+        node_id: FromPath[str],
+    ) -> KeyRotated:
+        check_node_id(node_id)
+        body = await request.body()
+        return await plane.managed.key_rotation.rotate(
             node_id, signed_path(request), request.headers, body
         )
 

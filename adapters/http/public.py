@@ -46,18 +46,23 @@ class PublicController(Controller):
         node_id: FromPath[str],
         model: FromQuery[str | None] = None,
     ) -> RouteReadiness:
-        report = await plane.managed.nodes.readiness(check_node_id(node_id), model)
-        chosen: Readiness = report.models[0] if model is not None else report.node
-        return RouteReadiness(
-            node_id=node_id,
-            model=chosen.model,
-            evaluated_at=chosen.evaluated_at,
-            claims=chosen.claims,
-            gates=[PublicGate(gate=g.gate, status=g.status) for g in chosen.gates],
-            blockers=[
-                PublicBlocker(gate=g.gate, code=b.code, next_action=b.next_action)
-                for g in chosen.gates
-                for b in g.blockers
-            ],
-            heartbeat_fresh=not any(b.code == "heartbeat" for b in chosen.blockers),
-        )
+        return await public_readiness(plane, check_node_id(node_id), model)
+
+
+async def public_readiness(plane: ControlPlane, node_id: str, model: str | None) -> RouteReadiness:
+    """Readiness with only the public-safe fields."""
+    report = await plane.managed.nodes.readiness(node_id, model)
+    chosen: Readiness = report.models[0] if model is not None else report.node
+    return RouteReadiness(
+        node_id=node_id,
+        model=chosen.model,
+        evaluated_at=chosen.evaluated_at,
+        claims=chosen.claims,
+        gates=[PublicGate(gate=g.gate, status=g.status) for g in chosen.gates],
+        blockers=[
+            PublicBlocker(gate=g.gate, code=b.code, next_action=b.next_action)
+            for g in chosen.gates
+            for b in g.blockers
+        ],
+        heartbeat_fresh=not any(b.code == "heartbeat" for b in chosen.blockers),
+    )

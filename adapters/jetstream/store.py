@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ from adapters.jetstream.acks import (
     PublishRejected,
     parse_ack,
 )
+from adapters.jetstream.pipeline import Pipeline
 from adapters.jetstream.topology import ensure_topology
 from domain.envelope import StoredEvent
 from domain.ids import uuid7
@@ -47,7 +47,7 @@ class JetStreamEventStore:
         self.js = nc.jetstream(timeout=timeout)
         self.topology = topology
         self.timeout = timeout
-        self._pipeline = _Pipeline(nc, timeout)
+        self._pipeline = Pipeline(nc, timeout)
 
     @classmethod
     async def connect(
@@ -167,10 +167,37 @@ class JetStreamEventStore:
 
     async def append_many(self, items: Sequence[tuple[str, Sealed]]) -> list[AppendResult]:
         try:
-            acks = await self._pipeline.publish(items)
+            acks = await self._pipeline.publish(
+                [(subject, s.data, _conditions(s, None)) for subject, s in items]
+            )
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"pipelined append: {type(exc).__name__}") from exc
         return [AppendResult(a.stream, a.seq, a.seq, a.duplicate) for a in acks]
+
+    async def append_each(
+        self, items: Sequence[tuple[str, Sealed, int | None]]
+    ) -> list[AppendResult | ConcurrencyConflict]:
+        try:
+            outcomes = await self._pipeline.publish_each(
+                [(subject, s.data, _conditions(s, expected)) for subject, s, expected in items]
+            )
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"pipelined append: {type(exc).__name__}") from exc
+        results: list[AppendResult | ConcurrencyConflict] = []
+        for (subject, sealed, _), outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, Ack):
+                stream, seq, duplicate = outcome
+                results.append(AppendResult(stream, seq, seq, duplicate))
+            elif isinstance(outcome, PublishRejected) and outcome.err_code == WRONG_LAST_SEQUENCE:
+                # The server checks the condition before the dedupe: a retry of an event
+                # that landed (a lost ack) is refused for the sequence it moved itself.
+                landed = await self._already_appended(subject, [sealed])
+                results.append(landed or ConcurrencyConflict(subject))
+            elif isinstance(outcome, _UNAVAILABLE):
+                raise StoreUnavailable(f"pipelined append: {type(outcome).__name__}") from outcome
+            else:
+                raise outcome
+        return results
 
     async def last(self, subject: str) -> StoredEvent | None:
         stream = self.topology.stream_of(subject).name
@@ -195,69 +222,11 @@ class JetStreamEventStore:
         return _Reader(self, stream, from_seq)
 
 
-class _Pipeline:
-    """Many publishes in flight at once, each resolved by its own ack or error."""
-
-    MAX_IN_FLIGHT = 4096
-
-    def __init__(self, nc: Client, timeout: float) -> None:
-        self._nc = nc
-        self._timeout = timeout
-        self._prefix = ""
-        self._futures: dict[str, asyncio.Future[Ack]] = {}
-        self._counter = 0
-
-    async def _start(self) -> None:
-        self._prefix = f"{self._nc.new_inbox()}."
-        await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
-
-    async def _on_reply(self, msg: Msg) -> None:
-        future = self._futures.pop(msg.subject[len(self._prefix) :], None)
-        if future is None or future.done():
-            return
-        try:
-            future.set_result(parse_ack(msg))
-        except Exception as exc:  # the reply itself is the error to hand back
-            future.set_exception(exc)
-
-    def _forget(self, token: str, _: object) -> None:
-        self._futures.pop(token, None)
-
-    async def publish(self, items: Sequence[tuple[str, Sealed]]) -> list[Ack]:
-        if not self._prefix:
-            await self._start()
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Ack]] = []
-        try:
-            for start in range(0, len(items), self.MAX_IN_FLIGHT):
-                window = items[start : start + self.MAX_IN_FLIGHT]
-                futures.extend(await self._send(loop, window))
-                await asyncio.wait_for(asyncio.gather(*futures[start:]), self._timeout)
-        finally:
-            for future in futures:
-                if not future.done():
-                    future.cancel()
-        return [f.result() for f in futures]
-
-    async def _send(
-        self, loop: asyncio.AbstractEventLoop, items: Sequence[tuple[str, Sealed]]
-    ) -> list[asyncio.Future[Ack]]:
-        futures = []
-        publish = self._nc.publish
-        for subject, sealed in items:
-            self._counter += 1
-            token = str(self._counter)
-            future: asyncio.Future[Ack] = loop.create_future()
-            future.add_done_callback(functools.partial(self._forget, token))
-            self._futures[token] = future
-            futures.append(future)
-            await publish(
-                subject,
-                sealed.data,
-                reply=self._prefix + token,
-                headers={"Nats-Msg-Id": sealed.event_id},
-            )
-        return futures
+def _conditions(sealed: Sealed, expected_last_seq: int | None) -> dict[str, str]:
+    headers = {"Nats-Msg-Id": sealed.event_id}
+    if expected_last_seq is not None:
+        headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_seq)
+    return headers
 
 
 class _Reader:

@@ -6,6 +6,19 @@ import msgspec
 
 from domain.events.base import Event, NodeEvidence
 from domain.events.checkpoint import LedgerCheckpointed
+from domain.events.command import (
+    COMMAND_EVENTS,
+    CommandCancelled,
+    CommandEvent,
+    CommandExpired,
+    CommandFailed,
+    CommandIssued,
+    CommandLeased,
+    CommandResultReported,
+    CommandRetried,
+    CommandState,
+)
+from domain.events.grant import SupportGrantIssued, SupportGrantRevoked, SupportGrantUsed
 from domain.events.keys import SignerKeyPublished
 from domain.events.node import (
     HeartbeatRecorded,
@@ -28,6 +41,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
         NodeKeyRotated,
         ProtocolObserved,
         LedgerCheckpointed,
+        *COMMAND_EVENTS,
+        SupportGrantIssued,
+        SupportGrantRevoked,
+        SupportGrantUsed,
     )
 }
 
@@ -66,6 +83,15 @@ def type_name(event: Event) -> str:
 
 __all__ = [
     "EVENT_TYPES",
+    "CommandCancelled",
+    "CommandEvent",
+    "CommandExpired",
+    "CommandFailed",
+    "CommandIssued",
+    "CommandLeased",
+    "CommandResultReported",
+    "CommandRetried",
+    "CommandState",
     "Event",
     "HeartbeatRecorded",
     "LedgerCheckpointed",
@@ -78,6 +104,9 @@ __all__ = [
     "ProtocolObserved",
     "SchemaMismatch",
     "SignerKeyPublished",
+    "SupportGrantIssued",
+    "SupportGrantRevoked",
+    "SupportGrantUsed",
     "UnknownEventType",
     "decode_payload",
     "type_name",

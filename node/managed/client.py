@@ -61,19 +61,29 @@ class ControlPlaneClient:
         _check(response)
         return msgspec.convert(response.json(), Enrollment)
 
-    async def post_signed(self, path: str, body: bytes) -> httpx.Response:
-        headers = sign_request(
+    def _signed(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        return sign_request(
             self.identity.signer,
             self.identity.node_id,
-            method="POST",
+            method=method,
             path=path,
             body=body,
             timestamp=int(time.time()),
             nonce=secrets.token_urlsafe(18),
         )
+
+    async def post_signed(self, path: str, body: bytes) -> httpx.Response:
+        headers = self._signed("POST", path, body)
         return await self.http.post(
             path, content=body, headers={"content-type": "application/json", **headers}
         )
+
+    async def get_signed(self, path: str, timeout: float | None = None) -> httpx.Response:
+        """``path`` includes its query: the signature covers it."""
+        headers = self._signed("GET", path, b"")
+        if timeout is None:
+            return await self.http.get(path, headers=headers)
+        return await self.http.get(path, headers=headers, timeout=timeout)
 
 
 def _check(response: httpx.Response) -> None:

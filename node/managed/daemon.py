@@ -5,7 +5,9 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from node.managed.client import ControlPlaneClient
+from node.managed.commands import CommandLoop
 from node.managed.heartbeats import HeartbeatLoop, build_report
+from node.managed.jobs import Jobs
 from node.managed.outbox import Outbox
 from node.services import NodeServices
 
@@ -30,11 +32,18 @@ async def managed_mode(services: NodeServices) -> AsyncIterator[HeartbeatLoop | 
         interval_s=interval,
     )
     stop = asyncio.Event()
+    commands = CommandLoop(
+        client, Jobs(services, AGENT_VERSION), wait_s=services.settings.command_wait_s
+    )
     task = asyncio.create_task(loop.run(stop))
+    polling = asyncio.create_task(commands.run(stop))
     try:
         yield loop
     finally:
         stop.set()
+        polling.cancel()  # a long-poll in flight has nothing worth waiting for
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=5)
+        with contextlib.suppress(asyncio.CancelledError):
+            await polling
         await client.close()

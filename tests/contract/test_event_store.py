@@ -12,7 +12,7 @@ from adapters.memory_store import InMemoryEventStore
 from adapters.recorder import Recorder
 from domain.decoding import Decoded, decode_stored
 from domain.events import Event, HeartbeatRecorded
-from domain.ports import ConcurrencyConflict, EventStore
+from domain.ports import AppendResult, ConcurrencyConflict, EventStore
 from domain.sealing import Sealed, seal
 from domain.signing import Keyring, Signer
 from domain.streams import Topology
@@ -166,6 +166,29 @@ async def test_pipelined_appends_keep_order(
     assert await read_all(store, topology.heartbeats.name) == list(range(1, 501))
 
 
+async def test_conditional_pipelined_appends_refuse_only_the_stale_ones(
+    store: EventStore, topology: Topology, signer: Signer
+) -> None:
+    def beat(node: str, n: int) -> tuple[str, Sealed]:
+        subject = topology.heartbeat_subject(node)
+        [one] = seal(
+            subject, [heartbeat(node, n, signer)], prev_hash=None, signer=signer, now=NOW,
+            chained=False,
+        )  # fmt: skip
+        return subject, one
+
+    (a, a1), (b, b1) = beat("a", 1), beat("b", 1)
+    assert [r.last_seq for r in await store.append_many([(a, a1), (b, b1)])] == [1, 2]
+    (_, a2), (_, b2), (_, a3), (c, c1) = beat("a", 2), beat("b", 2), beat("a", 3), beat("c", 1)
+    results = await store.append_each([(a, a2, 1), (b, b2, 1), (a, a3, 1), (c, c1, 0)])
+    assert isinstance(results[1], ConcurrencyConflict)  # b's last is 2, not 1
+    assert isinstance(results[2], ConcurrencyConflict)  # a2 just moved a on
+    assert [(r.first_seq, r.last_seq) for r in (results[0], results[3])] == [(3, 3), (4, 4)]
+    again = await store.append_each([(a, a2, 1)])
+    assert isinstance(again[0], AppendResult) and again[0].duplicate
+    assert await read_all(store, topology.heartbeats.name) == [1, 2, 3, 4]
+
+
 async def test_reader_resumes_from_a_sequence_and_waits(
     store: EventStore, topology: Topology, signer: Signer
 ) -> None:
@@ -240,7 +263,7 @@ async def test_recorders_in_two_processes_never_extend_a_stale_tail(
 def test_every_store_implements_the_whole_port(implementation: type) -> None:
     """The same methods with the same parameters as domain.ports.EventStore."""
     port = {n: m for n, m in vars(EventStore).items() if inspect.iscoroutinefunction(m)}
-    assert set(port) == {"append", "append_many", "last", "bounds", "reader"}
+    assert set(port) == {"append", "append_many", "append_each", "last", "bounds", "reader"}
     for name, method in port.items():
         assert inspect.iscoroutinefunction(getattr(implementation, name)), name
         expected = list(inspect.signature(method).parameters)

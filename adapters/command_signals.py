@@ -1,0 +1,99 @@
+"""Waking long-polling nodes the moment a command waits for them, in every API process.
+
+Every API process subscribes (NATS core, no consumer state) to the ledger's command
+subjects: JetStream stores each append and NATS also delivers it to plain subscribers, so
+whichever process holds a node's long-poll hears of the node's new command, whichever
+process issued it. A lost signal costs only latency: the poll also reads the read model.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from domain.envelope import decode_body, split_wire
+from domain.events import (
+    CommandExpired,
+    CommandIssued,
+    CommandRetried,
+    SchemaMismatch,
+    UnknownEventType,
+    decode_payload,
+)
+from domain.streams import Topology
+
+log = logging.getLogger("b3iq.commands")
+
+
+class Waiter:
+    def __init__(self) -> None:
+        self.hints: list[str] = []
+        self._event = asyncio.Event()
+
+    def wake(self, command_id: str) -> None:
+        self.hints.append(command_id)
+        self._event.set()
+
+    def take(self) -> list[str]:
+        hints, self.hints = self.hints, []
+        self._event.clear()
+        return hints
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+
+class CommandSignals:
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[Waiter]] = {}
+        self._sub: Subscription | None = None
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(w) for w in self._waiting.values())
+
+    @contextlib.contextmanager
+    def waiter(self, node_id: str) -> Iterator[Waiter]:
+        waiter = Waiter()
+        self._waiting.setdefault(node_id, set()).add(waiter)
+        try:
+            yield waiter
+        finally:
+            waiters = self._waiting.get(node_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiting[node_id]
+
+    def notify(self, node_id: str, command_id: str) -> None:
+        for waiter in self._waiting.get(node_id, ()):
+            waiter.wake(command_id)
+
+    async def listen(self, nc: Client, topology: Topology) -> None:
+        self._sub = await nc.subscribe(f"{topology.prefix}.ev.command.*", cb=self._on_msg)
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _on_msg(self, msg: Msg) -> None:
+        if not self._waiting:
+            return
+        try:
+            body = decode_body(split_wire(msg.data).body)
+            event = decode_payload(body.type, body.schema_version, body.payload)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnknownEventType, SchemaMismatch):
+            log.warning("undecodable message on %s", msg.subject)
+            return
+        if isinstance(event, CommandIssued | CommandRetried) or (
+            isinstance(event, CommandExpired) and event.requeued
+        ):
+            self.notify(event.node_id, event.command_id)
