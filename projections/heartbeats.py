@@ -45,8 +45,8 @@ ON CONFLICT (node_id, model) DO UPDATE SET
 # and inserting every profile of every node each batch) leaves the indexes alone: most
 # heartbeats repeat the same models, and index churn was most of the database's work.
 _DROPPED = """
-DELETE FROM model_profiles p
-WHERE p.node_id = ANY($1::text[])
+DELETE FROM model_profiles p USING unnest($1::text[]) AS b(node_id)
+WHERE p.node_id = b.node_id
   AND (p.node_id, p.model) NOT IN (SELECT * FROM unnest($2::text[], $3::text[]))
 """
 

@@ -11,6 +11,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from adapters.bootstrap import ControlPlane
 from adapters.http.commands import NodeCommandsController, OperatorCommandsController
 from adapters.http.enrollment import NO_HTTP_METRICS, NodeFacingController
+from adapters.http.heartbeat_route import HeartbeatRoute
 from adapters.http.operator import OperatorController
 from adapters.http.problems import make_handlers
 from adapters.http.public import PublicController
@@ -18,7 +19,7 @@ from adapters.http.support import GrantAdminController, SupportController
 from adapters.http.system import SystemController
 
 
-def create_app(plane: ControlPlane, *, own_plane: bool = False) -> Litestar:
+def create_app(plane: ControlPlane, *, own_plane: bool = False) -> HeartbeatRoute:
     """``own_plane``: close the control plane's connections when the app shuts down."""
 
     @asynccontextmanager
@@ -38,7 +39,7 @@ def create_app(plane: ControlPlane, *, own_plane: bool = False) -> Litestar:
         group_path=True,
         exclude_opt_key=NO_HTTP_METRICS,
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             SystemController,
             NodeFacingController,
@@ -57,3 +58,4 @@ def create_app(plane: ControlPlane, *, own_plane: bool = False) -> Litestar:
         lifespan=[lifespan],
         debug=False,
     )
+    return HeartbeatRoute(app, plane.managed.heartbeats, retry_after_s=plane.settings.retry_after_s)

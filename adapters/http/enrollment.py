@@ -79,6 +79,9 @@ class NodeFacingController(Controller):
         request: Request[Any, Any, Any],
         node_id: FromPath[str],
     ) -> HeartbeatAccepted:
+        # Well-formed node ids never get here: adapters/http/heartbeat_route.py answers
+        # them ahead of the framework, with the same intake. This defines the route for
+        # the schema and refuses malformed ids.
         check_node_id(node_id)
         body = await request.body()
         return await plane.managed.heartbeats.accept(

@@ -1,7 +1,7 @@
 """Signed heartbeats end to end, and operator queries over 100,000 nodes.
 
     .venv/bin/python ops/bench/bench_heartbeats.py [--quick] [--nodes N] [--heartbeats N]
-        [--connections N] [--read-nodes N] [--profile DIR]
+        [--connections N] [--read-nodes N] [--api-workers N] [--profile DIR]
 
 Starts its own nats-server and PostgreSQL (fsync on) in a temp dir (or uses the servers
 B3IQ_NATS_URL / B3IQ_DATABASE_URL name: streams with a random prefix, a fresh database),
@@ -320,6 +320,7 @@ class CpuMeter:
     def _seconds(self) -> dict[str, float]:
         children: dict[int, list[int]] = {}
         ticks: dict[int, int] = {}
+        reaped: dict[int, int] = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -329,10 +330,13 @@ class CpuMeter:
                 continue
             pid = int(entry.name)
             children.setdefault(int(fields[1]), []).append(pid)
-            ticks[pid] = int(fields[11]) + int(fields[12])
+            own = int(fields[11]) + int(fields[12])
+            ticks[pid] = own
+            reaped[pid] = own + int(fields[13]) + int(fields[14])
 
         def tree(pid: int) -> int:
-            return ticks.get(pid, 0) + sum(tree(c) for c in children.get(pid, []))
+            # With the children it has reaped: backends come and go during the run.
+            return reaped.get(pid, 0) + sum(tree(c) for c in children.get(pid, []))
 
         # PostgreSQL and the API work in child processes; the servers are children of
         # this one, so its own tree would count them twice.
@@ -989,6 +993,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 plane.start(sizes.api_workers)
                 rows, cpu = uvloop.run(bench(env, plane, sizes, args.profile))
+            except BaseException:
+                for name in plane.procs:
+                    log = (workdir / f"{name}.log").read_text(errors="replace")[-2000:]
+                    console.print(f"--- {name}.log (tail)\n{log}", markup=False)
+                raise
             finally:
                 plane.stop()
             versions = asyncio.run(_versions(env))
