@@ -1,55 +1,22 @@
-"""Signed local receipts: usage and timings of one completion, digests but never content."""
+"""Local receipts: issued for every completion, kept in the node's database."""
 
 import time
 
 import msgspec
 
-from domain.canonical import canonical_bytes, sha256_hex
+from domain.canonical import canonical_bytes
 from domain.ids import uuid7
-from domain.signing import Keyring, Signer
+from domain.receipts import (
+    Receipt,
+    ReceiptBody,
+    Timings,
+    Usage,
+    digest,
+    sign_receipt,
+    verify_receipt,
+)
+from domain.signing import Signer
 from node.state import Database
-
-RECEIPT_VERSION = 1
-
-
-class Usage(msgspec.Struct, frozen=True):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class Timings(msgspec.Struct, frozen=True, kw_only=True):
-    """Whole microseconds: integers encode one way only, so the signed bytes are stable."""
-
-    queue_us: int
-    ttft_us: int
-    latency_us: int
-
-
-class ReceiptBody(msgspec.Struct, frozen=True, kw_only=True):
-    version: int = RECEIPT_VERSION
-    receipt_id: str
-    node_id: str
-    key_id: str
-    model: str
-    runtime_kind: str
-    created_at_ms: int
-    stream: bool
-    finish_reason: str
-    usage: Usage
-    timings: Timings
-    request_digest: str
-    response_digest: str
-
-
-class Receipt(msgspec.Struct, frozen=True, kw_only=True):
-    receipt_hash: str
-    signature: str
-    body: ReceiptBody
-
-
-def digest(value: object) -> str:
-    return sha256_hex(canonical_bytes(value))
 
 
 def issue_receipt(
@@ -79,18 +46,7 @@ def issue_receipt(
         request_digest=request_digest,
         response_digest=response_digest,
     )
-    message = canonical_bytes(body)
-    return Receipt(receipt_hash=sha256_hex(message), signature=signer.sign(message), body=body)
-
-
-def verify_receipt(receipt: Receipt, keyring: Keyring) -> str | None:
-    """None when the receipt is intact and signed by a known key, else the reason it is not."""
-    message = canonical_bytes(receipt.body)
-    if sha256_hex(message) != receipt.receipt_hash:
-        return "receipt_hash_mismatch"
-    if not keyring.verify(receipt.body.key_id, message, receipt.signature):
-        return "invalid_signature"
-    return None
+    return sign_receipt(signer, body)
 
 
 _decoder = msgspec.json.Decoder(ReceiptBody)
@@ -124,3 +80,15 @@ class ReceiptStore:
     def count(self) -> int:
         row = self._db.one("SELECT count(*) AS n FROM receipts")
         return 0 if row is None else int(row["n"])
+
+
+__all__ = [
+    "Receipt",
+    "ReceiptBody",
+    "ReceiptStore",
+    "Timings",
+    "Usage",
+    "digest",
+    "issue_receipt",
+    "verify_receipt",
+]
