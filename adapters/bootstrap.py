@@ -8,6 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from adapters.admin_tokens import AdminTokens
+from adapters.broker import Broker
 from adapters.command_queue import CommandQueue
 from adapters.command_signals import CommandSignals
 from adapters.enrollment import Enrollment
@@ -19,9 +20,11 @@ from adapters.keyfile import load_or_create_signer
 from adapters.memory_nonces import InMemoryNonces
 from adapters.node_auth import NodeAuthenticator, NodeDirectory
 from adapters.node_operations import NodeOperations
+from adapters.observed_benchmarks import ObservedBenchmarks
 from adapters.postgres import create_pool, require_migrated
 from adapters.protocol_registry import LedgerProtocolRegistry
 from adapters.recorder import Recorder, utcnow
+from adapters.route_operations import RouteOperations
 from adapters.settings import Settings
 from adapters.support_grants import SupportGrants
 from domain.canonical import b64encode
@@ -48,6 +51,10 @@ class ManagedMode:
     key_rotation: KeyRotation
     commands: CommandQueue
     grants: SupportGrants
+    broker: Broker
+    auth: NodeAuthenticator
+    routes: RouteOperations
+    benchmarks: ObservedBenchmarks
 
 
 @dataclass
@@ -74,6 +81,7 @@ class ControlPlane:
         await self.recorder.record(self.topology.subject("key", self.signer.key_id), decide)
 
     async def close(self) -> None:
+        await self.managed.broker.close()
         await self.managed.commands.signals.close()
         await self.managed.directory.close()
         close = getattr(self.store, "close", None)
@@ -89,6 +97,7 @@ def topology_for(settings: Settings) -> Topology:
 def policy_for(settings: Settings) -> Policy:
     return Policy(
         heartbeat_fresh_s=settings.heartbeat_fresh_s,
+        route_fresh_s=settings.route_fresh_s,
         min_stake_wei=settings.min_stake_wei,
         benchmark_fresh_s=settings.benchmark_fresh_s,
     )
@@ -106,6 +115,14 @@ def managed_mode(
     directory = NodeDirectory(recorder.store, recorder.topology)
     auth = NodeAuthenticator(directory, nonces, skew_s=settings.request_skew_s, clock=clock)
     protocol = LedgerProtocolRegistry(recorder.store, recorder, recorder.topology)
+    broker = Broker(
+        recorder,
+        directory,
+        probe_interval_s=settings.route_probe_interval_s,
+        probe_timeout_s=settings.route_probe_timeout_s,
+        reply_timeout_s=settings.route_reply_timeout_s,
+        clock=clock,
+    )
     return ManagedMode(
         admin_tokens=AdminTokens(pool),
         enrollment=Enrollment(
@@ -140,6 +157,10 @@ def managed_mode(
             clock=clock,
         ),
         grants=SupportGrants(pool, recorder, ttl_s=settings.support_grant_ttl_s, clock=clock),
+        broker=broker,
+        auth=auth,
+        routes=RouteOperations(pool, recorder, broker),
+        benchmarks=ObservedBenchmarks(broker, recorder, directory, clock=clock),
     )
 
 
@@ -185,6 +206,7 @@ async def bootstrap(
     if isinstance(store, JetStreamEventStore):
         await plane.managed.commands.signals.listen(store.nc, topology)
         await plane.managed.directory.follow(store.nc)
+    await plane.managed.broker.start(store.nc if isinstance(store, JetStreamEventStore) else None)
     if await plane.managed.admin_tokens.ensure_bootstrap(settings.admin_token_path):
         log.warning("bootstrap admin token written to %s (mode 0600)", settings.admin_token_path)
     return plane

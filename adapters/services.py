@@ -44,6 +44,8 @@ async def serve(settings: Settings, *, shared_port: bool = False) -> None:
         log_level="info",
         access_log=False,
         server_header=False,
+        # Nodes' long-polls would hold a shutdown for their whole wait; they poll again.
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
     sockets = [listening_socket(settings.host, settings.port)] if shared_port else None
     await uvicorn.Server(config).serve(sockets=sockets)

@@ -61,6 +61,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """B3IQ_COMMAND_MAX_WAIT_S: the longest a node's command long-poll is held open."""
     support_grant_ttl_s: float = 3600.0
     """B3IQ_SUPPORT_GRANT_TTL_S: how long a support grant lasts unless asked otherwise."""
+    shutdown_grace_s: int = 5
+    """B3IQ_SHUTDOWN_GRACE_S: how long a stopping API process lets requests finish."""
+    route_probe_interval_s: float = 20.0
+    """B3IQ_ROUTE_PROBE_INTERVAL_S: how often the holding process pings each node's route."""
+    route_probe_timeout_s: float = 5.0
+    """B3IQ_ROUTE_PROBE_TIMEOUT_S: a ping unanswered this long drops the connection."""
+    route_fresh_s: float = 60.0
+    """B3IQ_ROUTE_FRESH_S: a route probe older than this fails the Route gate."""
+    route_reply_timeout_s: float = 120.0
+    """B3IQ_ROUTE_REPLY_TIMEOUT_S: the longest wait for a routed request's next reply."""
 
     @property
     def key_path(self) -> Path:

@@ -85,15 +85,19 @@ class ProtocolFacts(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RouteFacts(msgspec.Struct, frozen=True, kw_only=True):
-    """Broker route health as the control plane observed it (no source exists yet)."""
+    """The node's broker route as the control plane saw it: the ledger's session state
+    and the holding process's latest probe of that session."""
 
-    healthy: bool
+    connected: bool
     public_inference_allowed: bool
     ref: EvidenceRef
+    probed_at: datetime | None = None
+    probe_ok: bool = False
+    probe_ref: EvidenceRef | None = None
 
 
 class BenchmarkFacts(msgspec.Struct, frozen=True, kw_only=True):
-    """A benchmark the control plane itself ran (no source exists yet)."""
+    """A benchmark the control plane itself ran through the node's route."""
 
     observed_at: datetime
     ref: EvidenceRef
@@ -101,6 +105,7 @@ class BenchmarkFacts(msgspec.Struct, frozen=True, kw_only=True):
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_fresh_s: float = 90.0
+    route_fresh_s: float = 60.0
     min_stake_wei: int = 0
     benchmark_fresh_s: float = 7 * 24 * 3600.0
 
@@ -121,7 +126,7 @@ def evaluate(evidence: Evidence, model: str | None, policy: Policy, now: datetim
     benchmark = evidence.benchmarks.get(model) if model else None
     gates = [
         _identity(evidence, policy, now),
-        _route(evidence.route),
+        _route(evidence.route, policy, now),
         _protocol(evidence.protocol, policy),
         _model(model, profile, benchmark, policy, now),
         GateResult(gate="customer", status="per_request", blockers=[], evidence=[]),
@@ -217,7 +222,7 @@ def _identity(evidence: Evidence, policy: Policy, now: datetime) -> GateResult:
     return _gate("identity", blockers, refs)
 
 
-def _route(route: RouteFacts | None) -> GateResult:
+def _route(route: RouteFacts | None, policy: Policy, now: datetime) -> GateResult:
     if route is None:
         return _gate(
             "route",
@@ -231,12 +236,29 @@ def _route(route: RouteFacts | None) -> GateResult:
             [],
         )
     blockers = []
-    if not route.healthy:
+    refs = [route.ref] + ([route.probe_ref] if route.probe_ref else [])
+    if not route.connected:
         blockers.append(
             Blocker(
                 code="route_tier",
-                detail="the broker route is unhealthy",
-                next_action="restore the node's broker connection and re-run the route check",
+                detail="the node's broker route is not connected",
+                next_action="run `b3iq-host run` on the enrolled host; it dials the broker",
+            )
+        )
+    elif route.probed_at is None or not _fresh(route.probed_at, policy.route_fresh_s, now):
+        blockers.append(
+            Blocker(
+                code="route_tier",
+                detail=f"no route probe answered in the last {policy.route_fresh_s:g} s",
+                next_action="check the host's outbound connection to the control plane",
+            )
+        )
+    elif not route.probe_ok:
+        blockers.append(
+            Blocker(
+                code="route_tier",
+                detail="the last route probe went unanswered",
+                next_action="check the host's outbound connection to the control plane",
             )
         )
     if not route.public_inference_allowed:
@@ -244,10 +266,13 @@ def _route(route: RouteFacts | None) -> GateResult:
             Blocker(
                 code="route_tier",
                 detail="public inference is not allowed on this route",
-                next_action="allow public inference for the node's route",
+                next_action=(
+                    "an operator allows it: PUT /v1/nodes/{id}/route/policy"
+                    ' {"public_inference_allowed": true}'
+                ),
             )
         )
-    return _gate("route", blockers, [route.ref])
+    return _gate("route", blockers, refs)
 
 
 def _protocol(protocol: ProtocolFacts | None, policy: Policy) -> GateResult:

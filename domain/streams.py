@@ -45,6 +45,16 @@ class Topology(NamedTuple):
         _check_token(node_id)
         return f"{self.prefix}.hb.node.{node_id}"
 
+    def route_probe_subject(self, node_id: str) -> str:
+        """Route probes: evidence beside heartbeats, only the latest of which matters."""
+        _check_token(node_id)
+        return f"{self.prefix}.hb.route.{node_id}"
+
+    def route_subject(self, node_id: str) -> str:
+        """Core NATS (not stored): requests for the process holding a node's connection."""
+        _check_token(node_id)
+        return f"{self.prefix}.route.{node_id}"
+
     def stream_of(self, subject: str) -> StreamSpec:
         for spec in self.streams:
             if subject.startswith(spec.subjects[:-1]):

@@ -67,6 +67,8 @@ def to_params(request: ChatCompletionRequest) -> SamplingParams:
 class CompletionService:
     def __init__(self, services: NodeServices) -> None:
         self._s = services
+        self.receipt: Receipt | None = None
+        """The signed receipt of this service's completion, once it has finished."""
 
     def runtime(self, model: str) -> Runtime:
         runtime = self._s.runtimes.get(model)
@@ -105,6 +107,7 @@ class CompletionService:
             response_digest=digest({"content": text, "finish_reason": result.finish_reason}),
         )
         self._s.receipts.add(receipt)
+        self.receipt = receipt
         m = self._s.metrics
         m.tokens.labels(request.model, "prompt").inc(result.prompt_tokens)
         m.tokens.labels(request.model, "completion").inc(result.completion_tokens)

@@ -1,10 +1,12 @@
 """Every projection the control plane runs."""
 
+from projections.benchmarks import BenchmarksProjection
 from projections.commands import CommandsProjection
 from projections.heartbeats import HeartbeatsProjection
 from projections.nodes import NodesProjection
 from projections.projection import Projection
 from projections.protocol import ProtocolProjection
+from projections.routes import RouteProbesProjection, RoutesProjection
 from projections.signer_keys import SignerKeysProjection
 
 
@@ -15,4 +17,7 @@ def all_projections() -> list[Projection]:
         HeartbeatsProjection(),
         ProtocolProjection(),
         CommandsProjection(),
+        RoutesProjection(),
+        RouteProbesProjection(),
+        BenchmarksProjection(),
     ]

@@ -7,12 +7,14 @@ import msgspec
 
 from domain.heartbeat_report import InventoryReport, ProfileReport, RuntimeReport
 from domain.readiness import (
+    BenchmarkFacts,
     EnrollmentFacts,
     Evidence,
     EvidenceRef,
     HeartbeatFacts,
     Policy,
     ProtocolFacts,
+    RouteFacts,
 )
 from projections.db import Database
 
@@ -57,27 +59,46 @@ FROM nodes n LEFT JOIN node_heartbeats h ON h.node_id = n.node_id{bound}
 _FRESH = "least(h.sent_at, h.recorded_at) >= $1"
 _PROFILE = "SELECT 1 FROM model_profiles p WHERE p.node_id = n.node_id AND p.node_id > $3"
 _UNHEALTHY = "p.queue_health IN ('blocked', 'unhealthy')"
+_IDENTITY = f"(n.status = 'enrolled' AND h.node_id IS NOT NULL AND {_FRESH})"
+_ROUTE = (
+    "EXISTS (SELECT 1 FROM node_routes r JOIN node_route_probes q"
+    " ON q.node_id = r.node_id AND q.session_id = r.session_id"
+    " WHERE r.node_id = n.node_id AND r.node_id > $3 AND r.connected"
+    " AND r.public_inference_allowed AND q.ok AND q.probed_at >= $4)"
+)
+_PROTOCOL = (
+    "EXISTS (SELECT 1 FROM node_protocol r WHERE r.node_id = n.node_id"
+    " AND r.node_id > $3 AND r.registered AND r.active AND r.stake_wei >= $2)"
+)
+_OBSERVED = (
+    "EXISTS (SELECT 1 FROM node_benchmarks b WHERE b.node_id = p.node_id"
+    " AND b.model = p.model AND b.source = 'observed' AND b.observed_at >= $5)"
+)
+_TIER_BAD = (
+    "(p.route_tier NOT IN ('portable_local', 'network_beta')"
+    " OR NOT p.network_eligible OR NOT p.paid_route_eligible)"
+)
+_MODEL_PASS = f"p.status = 'installed' AND NOT {_TIER_BAD} AND NOT {_UNHEALTHY} AND {_OBSERVED}"
 # Claims and blockers as SQL, judging as domain.readiness does (tests/integration/
 # test_node_list_agrees.py holds them to it). With a model, the list holds the nodes that
 # report it, judged for it. Without one, a node is judged as a whole: a claim it makes for
 # any model it reports, a blocker on any of them or on a model-free gate, and `runtime`
-# when it reports no model at all. Route and observed-benchmark evidence has no source
-# yet, so the Route gate fails for every node and every profile lacks benchmark proof.
+# when it reports no model at all.
 _CLAIMS = {
     "managed-enrolled": "n.status = 'enrolled'",
     "local-ready": f"{_FRESH} AND EXISTS ({_PROFILE} AND p.status = 'installed'"
     f" AND NOT {_UNHEALTHY} {{model}})",
-    "route-ready": "FALSE",
-    "benchmark-observed": "FALSE",
-    "paid-route eligible": "FALSE",
+    "route-ready": f"{_IDENTITY} AND {_ROUTE}",
+    "benchmark-observed": f"EXISTS ({_PROFILE} AND {_OBSERVED} {{model}})",
+    "paid-route eligible": f"{_IDENTITY} AND {_ROUTE} AND {_PROTOCOL}"
+    f" AND EXISTS ({_PROFILE} AND {_MODEL_PASS} {{model}})",
 }
 _BLOCKERS = {
     "enrollment": "n.status <> 'enrolled'",
     "heartbeat": f"(h.node_id IS NULL OR NOT {_FRESH})",
-    "route_tier": "TRUE",
-    "benchmark_proof": f"EXISTS ({_PROFILE} {{model}})",
-    "protocol_stake": "NOT EXISTS (SELECT 1 FROM node_protocol r WHERE r.node_id = n.node_id"
-    " AND r.node_id > $3 AND r.registered AND r.active AND r.stake_wei >= $2)",
+    "route_tier": f"(NOT {_ROUTE} OR EXISTS ({_PROFILE} AND {_TIER_BAD} {{model}}))",
+    "benchmark_proof": f"EXISTS ({_PROFILE} AND NOT {_OBSERVED} {{model}})",
+    "protocol_stake": f"NOT {_PROTOCOL}",
     "runtime": f"(NOT EXISTS ({_PROFILE} {{model}})"
     f" OR EXISTS ({_PROFILE} AND p.status <> 'installed' {{model}}))",
     "queue_health": f"EXISTS ({_PROFILE} AND {_UNHEALTHY} {{model}})",
@@ -114,7 +135,13 @@ async def list_nodes(
     cutoff = now - timedelta(seconds=policy.heartbeat_fresh_s)
     # $3, the cursor, bounds every table the query touches, not just nodes: the planner
     # does not carry a range across a join, and would merge-join from the first row.
-    args: list[object] = [cutoff, policy.min_stake_wei, after or ""]
+    args: list[object] = [
+        cutoff,
+        policy.min_stake_wei,
+        after or "",
+        now - timedelta(seconds=policy.route_fresh_s),
+        now - timedelta(seconds=policy.benchmark_fresh_s),
+    ]
     clauses = []
 
     def arg(value: object) -> str:
@@ -132,10 +159,11 @@ async def list_nodes(
         clauses.append(_CLAIMS[where.claim].format(model=model))
     if where.blocker:
         clauses.append(_BLOCKERS[where.blocker].format(model=model))
-    # $1 and $2 are always bound; referencing them keeps the parameter types known.
+    # $1..$5 are always bound; referencing them keeps the parameter types known.
     sql = (
         f"{_SELECT.format(bound=' AND h.node_id > $3')}"
-        " WHERE $1::timestamptz IS NOT NULL AND $2::numeric IS NOT NULL AND n.node_id > $3"
+        " WHERE $1::timestamptz IS NOT NULL AND $2::numeric IS NOT NULL"
+        " AND $4::timestamptz IS NOT NULL AND $5::timestamptz IS NOT NULL AND n.node_id > $3"
         f"{''.join(' AND ' + c for c in clauses)} ORDER BY n.node_id LIMIT {arg(limit)}"
     )
     rows = await db.fetch(sql, *args)
@@ -174,7 +202,70 @@ async def node_detail(
         runtimes=_runtimes.decode(row["runtimes"]) if row["runtimes"] else [],
         profiles=profiles,
     )
-    return detail, _evidence(row, profiles)
+    evidence = msgspec.structs.replace(
+        _evidence(row, profiles),
+        route=await route_facts(db, node_id),
+        benchmarks=await observed_benchmarks(db, node_id),
+    )
+    return detail, evidence
+
+
+async def route_facts(db: Database, node_id: str) -> RouteFacts | None:
+    row = await db.fetchrow(
+        "SELECT r.connected, r.session_id, r.public_inference_allowed, r.event_id, r.seq,"
+        " r.updated_at, q.session_id AS probe_session, q.ok, q.probed_at,"
+        " q.event_id AS probe_event_id, q.stream_seq"
+        " FROM node_routes r LEFT JOIN node_route_probes q ON q.node_id = r.node_id"
+        " WHERE r.node_id = $1",
+        node_id,
+    )
+    if row is None:
+        return None
+    probe = row["probe_session"] is not None and row["probe_session"] == row["session_id"]
+    return RouteFacts(
+        connected=row["connected"],
+        public_inference_allowed=row["public_inference_allowed"],
+        ref=EvidenceRef(
+            kind="route",
+            event_id=row["event_id"],
+            stream="ledger",
+            seq=row["seq"],
+            at=row["updated_at"],
+        ),
+        probed_at=row["probed_at"] if probe else None,
+        probe_ok=bool(row["ok"]) if probe else False,
+        probe_ref=EvidenceRef(
+            kind="route_probe",
+            event_id=row["probe_event_id"],
+            stream="heartbeats",
+            seq=row["stream_seq"],
+            at=row["probed_at"],
+        )
+        if probe
+        else None,
+    )
+
+
+async def observed_benchmarks(db: Database, node_id: str) -> dict[str, BenchmarkFacts]:
+    """Only what the control plane observed: a node's own benchmark never counts."""
+    rows = await db.fetch(
+        "SELECT model, observed_at, event_id, seq FROM node_benchmarks"
+        " WHERE node_id = $1 AND source = 'observed'",
+        node_id,
+    )
+    return {
+        r["model"]: BenchmarkFacts(
+            observed_at=r["observed_at"],
+            ref=EvidenceRef(
+                kind="benchmark_observed",
+                event_id=r["event_id"],
+                stream="ledger",
+                seq=r["seq"],
+                at=r["observed_at"],
+            ),
+        )
+        for r in rows
+    }
 
 
 def _evidence(row: Any, profiles: list[ProfileReport]) -> Evidence:

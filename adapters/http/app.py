@@ -9,17 +9,19 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from adapters.bootstrap import ControlPlane
+from adapters.http.broker_socket import BrokerEntrance
 from adapters.http.commands import NodeCommandsController, OperatorCommandsController
 from adapters.http.enrollment import NO_HTTP_METRICS, NodeFacingController
 from adapters.http.heartbeat_route import HeartbeatRoute
 from adapters.http.operator import OperatorController
 from adapters.http.problems import make_handlers
 from adapters.http.public import PublicController
+from adapters.http.routes import RoutesController
 from adapters.http.support import GrantAdminController, SupportController
 from adapters.http.system import SystemController
 
 
-def create_app(plane: ControlPlane, *, own_plane: bool = False) -> HeartbeatRoute:
+def create_app(plane: ControlPlane, *, own_plane: bool = False) -> BrokerEntrance:
     """``own_plane``: close the control plane's connections when the app shuts down."""
 
     @asynccontextmanager
@@ -49,6 +51,7 @@ def create_app(plane: ControlPlane, *, own_plane: bool = False) -> HeartbeatRout
             GrantAdminController,
             SupportController,
             PublicController,
+            RoutesController,
             PrometheusController,
         ],
         dependencies={"plane": Provide(provide_plane, sync_to_thread=False)},
@@ -58,4 +61,7 @@ def create_app(plane: ControlPlane, *, own_plane: bool = False) -> HeartbeatRout
         lifespan=[lifespan],
         debug=False,
     )
-    return HeartbeatRoute(app, plane.managed.heartbeats, retry_after_s=plane.settings.retry_after_s)
+    heartbeats = HeartbeatRoute(
+        app, plane.managed.heartbeats, retry_after_s=plane.settings.retry_after_s
+    )
+    return BrokerEntrance(heartbeats, plane.managed.broker, plane.managed.auth)

@@ -5,6 +5,7 @@ from functools import cache
 import msgspec
 
 from domain.events.base import Event, NodeEvidence
+from domain.events.benchmark import BenchmarkObserved, BenchmarkRun
 from domain.events.checkpoint import LedgerCheckpointed
 from domain.events.command import (
     COMMAND_EVENTS,
@@ -29,6 +30,14 @@ from domain.events.node import (
     NodeState,
 )
 from domain.events.protocol import ProtocolObserved
+from domain.events.route import (
+    ROUTE_EVENTS,
+    RouteConnected,
+    RouteDisconnected,
+    RoutePolicySet,
+    RouteProbed,
+    RouteState,
+)
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
@@ -45,6 +54,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SupportGrantIssued,
         SupportGrantRevoked,
         SupportGrantUsed,
+        *ROUTE_EVENTS,
+        BenchmarkObserved,
     )
 }
 
@@ -83,6 +94,8 @@ def type_name(event: Event) -> str:
 
 __all__ = [
     "EVENT_TYPES",
+    "BenchmarkObserved",
+    "BenchmarkRun",
     "CommandCancelled",
     "CommandEvent",
     "CommandExpired",
@@ -102,6 +115,11 @@ __all__ = [
     "NodeRevoked",
     "NodeState",
     "ProtocolObserved",
+    "RouteConnected",
+    "RouteDisconnected",
+    "RoutePolicySet",
+    "RouteProbed",
+    "RouteState",
     "SchemaMismatch",
     "SignerKeyPublished",
     "SupportGrantIssued",

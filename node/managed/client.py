@@ -61,7 +61,7 @@ class ControlPlaneClient:
         _check(response)
         return msgspec.convert(response.json(), Enrollment)
 
-    def _signed(self, method: str, path: str, body: bytes) -> dict[str, str]:
+    def signed_headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
         return sign_request(
             self.identity.signer,
             self.identity.node_id,
@@ -73,14 +73,14 @@ class ControlPlaneClient:
         )
 
     async def post_signed(self, path: str, body: bytes) -> httpx.Response:
-        headers = self._signed("POST", path, body)
+        headers = self.signed_headers("POST", path, body)
         return await self.http.post(
             path, content=body, headers={"content-type": "application/json", **headers}
         )
 
     async def get_signed(self, path: str, timeout: float | None = None) -> httpx.Response:
         """``path`` includes its query: the signature covers it."""
-        headers = self._signed("GET", path, b"")
+        headers = self.signed_headers("GET", path, b"")
         if timeout is None:
             return await self.http.get(path, headers=headers)
         return await self.http.get(path, headers=headers, timeout=timeout)

@@ -1,4 +1,5 @@
-"""Managed Mode inside the running daemon: heartbeats, once this node is enrolled."""
+"""Managed Mode inside the running daemon, once this node is enrolled: heartbeats, the
+command long-poll and the broker route."""
 
 import asyncio
 import contextlib
@@ -9,6 +10,7 @@ from node.managed.commands import CommandLoop
 from node.managed.heartbeats import HeartbeatLoop, build_report
 from node.managed.jobs import Jobs
 from node.managed.outbox import Outbox
+from node.managed.route import RouteClient
 from node.services import NodeServices
 
 AGENT_VERSION = "0.1.0"
@@ -35,8 +37,10 @@ async def managed_mode(services: NodeServices) -> AsyncIterator[HeartbeatLoop | 
     commands = CommandLoop(
         client, Jobs(services, AGENT_VERSION), wait_s=services.settings.command_wait_s
     )
+    route = RouteClient(services, client)
     task = asyncio.create_task(loop.run(stop))
     polling = asyncio.create_task(commands.run(stop))
+    routing = asyncio.create_task(route.run(stop))
     try:
         yield loop
     finally:
@@ -44,6 +48,7 @@ async def managed_mode(services: NodeServices) -> AsyncIterator[HeartbeatLoop | 
         polling.cancel()  # a long-poll in flight has nothing worth waiting for
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=5)
-        with contextlib.suppress(asyncio.CancelledError):
-            await polling
+        for other in (polling, routing):
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(other, timeout=5)
         await client.close()

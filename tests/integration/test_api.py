@@ -62,6 +62,9 @@ async def test_health_ready_keys_schema_metrics(plane: ControlPlane) -> None:
             "heartbeats",
             "protocol",
             "commands",
+            "routes",
+            "route_probes",
+            "benchmarks",
         }
         keys = (await client.get("/v1/keys")).json()["keys"]
         assert [k["key_id"] for k in keys] == [plane.signer.key_id]

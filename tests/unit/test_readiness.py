@@ -1,6 +1,9 @@
 """The readiness engine: five gates in order, exact claims, the clock as an input."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
 
 from domain.heartbeat_report import ProfileReport
 from domain.readiness import (
@@ -102,7 +105,7 @@ def test_a_node_clock_ahead_does_not_extend_freshness() -> None:
 
 def test_every_gate_passes_only_with_all_its_evidence() -> None:
     full = evidence(
-        route=RouteFacts(healthy=True, public_inference_allowed=True, ref=EvidenceRef(kind="r")),
+        route=route(),
         benchmarks={"tiny": BenchmarkFacts(observed_at=NOW, ref=EvidenceRef(kind="bench"))},
     )
     r = evaluate(full, "tiny", POLICY, NOW)
@@ -117,6 +120,46 @@ def test_every_gate_passes_only_with_all_its_evidence() -> None:
     stale = evaluate(full, "tiny", Policy(benchmark_fresh_s=60), NOW + timedelta(seconds=61))
     assert "benchmark_proof" in codes(stale)
     assert "paid-route eligible" not in stale.claims
+
+
+def route(**changes: Any) -> RouteFacts:
+    facts = {
+        "connected": True,
+        "public_inference_allowed": True,
+        "ref": EvidenceRef(kind="route"),
+        "probed_at": NOW,
+        "probe_ok": True,
+        "probe_ref": EvidenceRef(kind="route_probe"),
+    }
+    return RouteFacts(**{**facts, **changes})
+
+
+@pytest.mark.parametrize(
+    ("facts", "detail"),
+    [
+        ({"connected": False}, "not connected"),
+        ({"probed_at": None}, "no route probe"),
+        ({"probed_at": NOW - timedelta(seconds=61)}, "no route probe"),
+        ({"probe_ok": False}, "unanswered"),
+        ({"public_inference_allowed": False}, "public inference is not allowed"),
+    ],
+)
+def test_the_route_gate_needs_a_live_probed_route_that_allows_public_inference(
+    facts: dict[str, Any], detail: str
+) -> None:
+    r = evaluate(evidence(route=route(**facts)), "tiny", Policy(route_fresh_s=60), NOW)
+    route_gate = r.gates[1]
+    assert route_gate.status == "fail"
+    assert [b.code for b in route_gate.blockers] == ["route_tier"]
+    assert detail in route_gate.blockers[0].detail
+    assert "route-ready" not in r.claims
+
+
+def test_a_live_route_names_its_session_and_its_probe_as_evidence() -> None:
+    r = evaluate(evidence(route=route()), "tiny", POLICY, NOW)
+    assert r.gates[1].status == "pass"
+    assert [e.kind for e in r.gates[1].evidence] == ["route", "route_probe"]
+    assert "route-ready" in r.claims
 
 
 def test_missing_evidence_names_each_blocker() -> None:

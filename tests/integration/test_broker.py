@@ -1,0 +1,327 @@
+"""The broker route with a real node daemon and two control-plane API processes.
+
+Both control planes serve over real sockets (uvicorn) against the same NATS and Postgres;
+the node runs its Managed Mode loops (heartbeats, commands, route) from its own state, and
+serves no port at all: everything reaches it over the connection it dials out.
+"""
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import openai
+import pytest
+import uvicorn
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from adapters.bootstrap import ControlPlane, bootstrap
+from adapters.http.app import create_app
+from domain.streams import Topology
+from node.identity import create_identity
+from node.managed.client import ControlPlaneClient
+from node.managed.daemon import CONTROL_PLANE_URL, managed_mode
+from node.managed.route import BROKER_PATH, broker_url
+from node.services import PROFILE_POLICY, NodeServices, open_services
+from node.settings import NodeSettings
+from node.state import Database
+from node.tiny_model import write_tiny_model
+from tests.conftest import Servers
+from tests.e2e.node.conftest import free_port
+from tests.integration.test_managed import Harness, _harness
+
+FRESH_S = 3600.0
+
+
+@dataclass
+class Served:
+    plane: ControlPlane
+    url: str
+    server: uvicorn.Server
+    task: "asyncio.Task[None]"
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await asyncio.wait_for(self.task, 10)
+
+
+async def serve(plane: ControlPlane, port: int | None = None) -> Served:
+    port = port or free_port()
+    config = uvicorn.Config(
+        create_app(plane),
+        host="127.0.0.1",
+        port=port,
+        log_level="critical",  # a stop cancels the node's command long-poll mid-wait
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    return Served(plane, f"http://127.0.0.1:{port}", server, task)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class World:
+    cp: Harness
+    one: Served
+    two: Served
+    node: NodeServices
+
+    @property
+    def node_id(self) -> str:
+        return self.node.identity.node_id
+
+    def admin(self) -> dict[str, str]:
+        return self.cp.as_admin()
+
+    async def held(self) -> bool:
+        return self.node_id in self.one.plane.managed.broker.connections
+
+    async def route(self, via: Served | None = None) -> dict[str, Any]:
+        await self.cp.project()
+        async with httpx.AsyncClient(base_url=(via or self.one).url) as http:
+            response = await http.get(f"/v1/nodes/{self.node_id}/route", headers=self.admin())
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def allow_public(self) -> None:
+        async with httpx.AsyncClient(base_url=self.two.url) as http:
+            response = await http.put(
+                f"/v1/nodes/{self.node_id}/route/policy",
+                json={"public_inference_allowed": True, "reason": "test"},
+                headers=self.admin(),
+            )
+        assert response.status_code == 200, response.text
+
+    async def gates(self, model: str = "tiny") -> dict[str, dict[str, Any]]:
+        await self.cp.project()
+        readiness = await self.cp.readiness(self.node_id, model)
+        gates: list[dict[str, Any]] = readiness["models"][0]["gates"]  # type: ignore[index]
+        return {g["gate"]: g for g in gates}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny.gguf")
+
+
+@pytest.fixture
+async def world(
+    servers: Servers, database_url: str, topology: Topology, tmp_path: Path, tiny: Path
+) -> AsyncIterator[World]:
+    settings = {"benchmark_fresh_s": FRESH_S, "route_probe_interval_s": 3600.0}
+    async for cp in _harness(servers, database_url, topology, tmp_path / "cp", **settings):
+        # A second API process: its own connections and broker, the same log and key.
+        second = await bootstrap(cp.plane.settings)
+        one, two = await serve(cp.plane), await serve(second)
+        settings = NodeSettings(home=tmp_path / "node")
+        settings.state_dir.mkdir()
+        db = Database(settings.db_path)
+        create_identity(db, settings.key_path)
+        db.close()
+        node = open_services(settings)
+        await node.start([tiny])
+        # The owner offers this model to the network (set_profile_policy does the same).
+        node.db.set_meta(PROFILE_POLICY + "tiny", json.dumps({"network_eligible": True}))
+        client = ControlPlaneClient(one.url, node.identity)
+        await client.enroll("0.1.0")
+        await client.close()
+        node.db.set_meta(CONTROL_PLANE_URL, one.url)
+        node.db.set_meta("heartbeat_interval_s", "3600")
+        w = World(cp, one, two, node)
+        try:
+            async with managed_mode(node):
+                await eventually(w.held)
+                yield w
+        finally:
+            for served in (one, two):
+                with contextlib.suppress(Exception):
+                    await served.stop()
+            await second.close()
+            await node.close()
+
+
+def chat(stream: bool = False, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": 8,
+        "temperature": 0,
+        "seed": 1,
+        "stream": stream,
+        **extra,
+    }
+
+
+async def test_the_route_is_recorded_probed_and_gated_by_policy(world: World) -> None:
+    route = await world.route(via=world.two)
+    assert route["connected"] is True
+    assert route["held_here"] is False  # the node dialled the first process
+    assert route["last_probe_ok"] is True
+    assert route["last_probe_rtt_ms"] >= 0
+    gate = (await world.gates())["route"]
+    assert gate["status"] == "fail"
+    assert [b["detail"] for b in gate["blockers"]] == [
+        "public inference is not allowed on this route"
+    ]
+
+    await world.allow_public()
+    gate = (await world.gates())["route"]
+    assert gate["status"] == "pass", gate
+    assert [e["kind"] for e in gate["evidence"]] == ["route", "route_probe"]
+
+    world.cp.clock.now += timedelta(seconds=world.cp.plane.settings.route_fresh_s + 1)
+    gate = (await world.gates())["route"]
+    assert "no route probe answered" in gate["blockers"][0]["detail"]
+    await world.one.plane.managed.broker.probe_all()  # the holder probes on its schedule
+    assert (await world.gates())["route"]["status"] == "pass"
+
+
+@pytest.mark.parametrize("via", ["holder", "other"])
+async def test_routed_requests_reach_the_node_from_either_process(world: World, via: str) -> None:
+    served = world.one if via == "holder" else world.two
+    base = f"{served.url}/v1/nodes/{world.node_id}/route"
+    async with httpx.AsyncClient() as http:
+        plain = await http.post(f"{base}/chat/completions", json=chat(), headers=world.admin())
+    assert plain.status_code == 200, plain.text
+    body = plain.json()
+    assert body["object"] == "chat.completion"
+    assert body["usage"]["completion_tokens"] > 0
+    assert len(body["b3iq"]["receipt_hash"]) == 64
+
+    client = openai.AsyncOpenAI(base_url=base, api_key=world.cp.admin)
+    stream = await client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "hello"}],
+        max_tokens=8,
+        temperature=0,
+        seed=1,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == body["choices"][0]["message"]["content"]  # greedy: the same answer
+    assert chunks[-1].usage is not None
+    await client.close()
+
+
+async def test_node_errors_and_ineligible_models_come_back_with_their_codes(
+    world: World,
+) -> None:
+    base = f"{world.two.url}/v1/nodes/{world.node_id}/route/chat/completions"
+    async with httpx.AsyncClient() as http:
+        missing = await http.post(base, json=chat(model="nope"), headers=world.admin())
+        invalid = await http.post(base, json={"model": "tiny"}, headers=world.admin())
+    assert missing.status_code == 403  # not offered to the network, let alone present
+    assert missing.json()["error"]["code"] == "model_not_network_eligible"
+    assert invalid.status_code == 400
+    assert invalid.json()["error"]["code"] == "invalid_request"
+
+
+async def test_an_observed_benchmark_makes_the_profile_benchmark_observed_until_stale(
+    world: World,
+) -> None:
+    async with httpx.AsyncClient(base_url=world.two.url, timeout=60) as http:
+        path = f"/v1/nodes/{world.node_id}/benchmarks"
+        first = await http.post(path, json={"model": "tiny"}, headers=world.admin())
+        again = await http.post(path, json={"model": "tiny"}, headers=world.admin())
+        assert first.status_code == 201, first.text
+        observed = first.json()
+        assert observed["set_id"] == "b3iq-bench-v1"
+        assert len(observed["runs"]) == 3
+        assert observed["tokens_per_s"] > 0
+        assert observed["runtime_kind"] == "llama_cpp"
+        assert again.json()["output_sha256"] == observed["output_sha256"]  # deterministic
+
+        await world.cp.project()
+        listed = (await http.get(path, headers=world.admin())).json()["data"]
+    assert [(b["source"], b["counts_for_paid_routing"]) for b in listed] == [("observed", True)]
+    model = (await world.gates())["model"]
+    assert "benchmark_proof" not in [b["code"] for b in model["blockers"]]
+    readiness = await world.cp.readiness(world.node_id, "tiny")
+    assert "benchmark-observed" in readiness["models"][0]["claims"]  # type: ignore[index]
+
+    # The harness clock started before the benchmark ran (which the other process timed).
+    world.cp.clock.now += timedelta(seconds=FRESH_S + 60)
+    model = (await world.gates())["model"]
+    stale = [b for b in model["blockers"] if b["code"] == "benchmark_proof"]
+    assert stale[0]["detail"] == "the observed benchmark is stale"
+
+
+async def test_a_dropped_route_is_recorded_and_the_node_dials_again(world: World) -> None:
+    before = (await world.route())["session_id"]
+    world.one.plane.managed.broker.connections[world.node_id].close("probe_failed")
+    await eventually(lambda: _reconnected(world, before))
+    route = await world.route()
+    assert route["connected"] is True
+    assert route["session_id"] != before
+
+    await world.one.stop()  # the holding process goes away: nobody answers for the node
+    async with httpx.AsyncClient() as http:
+        down = await http.post(
+            f"{world.two.url}/v1/nodes/{world.node_id}/route/chat/completions",
+            json=chat(),
+            headers=world.admin(),
+        )
+    assert down.status_code == 503
+    assert down.json()["error"]["code"] == "route_unavailable"
+    route = await world.route(via=world.two)
+    assert (route["connected"], route["disconnect_reason"]) == (False, "shutdown")
+
+
+async def _reconnected(world: World, before: str) -> bool:
+    conn = world.one.plane.managed.broker.connections.get(world.node_id)
+    return conn is not None and conn.session_id != before and not conn.closed.is_set()
+
+
+async def test_connections_are_refused_without_a_valid_signed_upgrade(world: World) -> None:
+    url = broker_url(world.one.url)
+    with pytest.raises(InvalidStatus) as unsigned:
+        async with connect(url):
+            pass
+    assert unsigned.value.response.status_code == 401
+    assert b"missing_signature_headers" in unsigned.value.response.body
+
+    client = ControlPlaneClient(world.one.url, world.node.identity)
+    headers = client.signed_headers("GET", BROKER_PATH, b"")
+    await client.close()
+    headers["x-b3iq-signature"] = headers["x-b3iq-signature"][::-1]
+    with pytest.raises(InvalidStatus) as forged:
+        async with connect(url, additional_headers=headers):
+            pass
+    assert forged.value.response.status_code == 401
+
+    revoked = await world.cp.client.post(
+        f"/v1/nodes/{world.node_id}/revoke", json={"reason": "test"}, headers=world.admin()
+    )
+    assert revoked.status_code == 201, revoked.text
+    await world.one.plane.managed.broker.probe_all()
+    route = await world.route()
+    assert (route["connected"], route["disconnect_reason"]) == (False, "node_revoked")
+    client = ControlPlaneClient(world.one.url, world.node.identity)
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, additional_headers=client.signed_headers("GET", BROKER_PATH, b"")):
+            pass
+    await client.close()
+    assert refused.value.response.status_code == 401
+    assert msgspec.json.decode(refused.value.response.body)["error"]["detail"] == "node_revoked"
