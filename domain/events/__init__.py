@@ -5,6 +5,25 @@ from functools import cache
 import msgspec
 
 from domain.events.base import Event, NodeEvidence
+from domain.events.billing import (
+    BILLING_EVENTS,
+    CreditAdjusted,
+    CreditGranted,
+    CustomerCreated,
+    CustomerDebited,
+    CustomerEvent,
+    CustomerPolicySet,
+    GatewayKeyIssued,
+    GatewayKeyPolicySet,
+    GatewayKeyRevoked,
+    ModelPriceSet,
+    NodePayoutCreated,
+    PriceEntry,
+    ReservationAwaitingReceipt,
+    ReservationClaimed,
+    ReservationCreated,
+    ReservationReleased,
+)
 from domain.events.checkpoint import LedgerCheckpointed
 from domain.events.command import (
     COMMAND_EVENTS,
@@ -45,6 +64,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SupportGrantIssued,
         SupportGrantRevoked,
         SupportGrantUsed,
+        *BILLING_EVENTS,
     )
 }
 
@@ -92,16 +112,32 @@ __all__ = [
     "CommandResultReported",
     "CommandRetried",
     "CommandState",
+    "CreditAdjusted",
+    "CreditGranted",
+    "CustomerCreated",
+    "CustomerDebited",
+    "CustomerEvent",
+    "CustomerPolicySet",
     "Event",
+    "GatewayKeyIssued",
+    "GatewayKeyPolicySet",
+    "GatewayKeyRevoked",
     "HeartbeatRecorded",
     "LedgerCheckpointed",
+    "ModelPriceSet",
     "NodeApproved",
     "NodeEnrolled",
     "NodeEvidence",
     "NodeKeyRotated",
+    "NodePayoutCreated",
     "NodeRevoked",
     "NodeState",
+    "PriceEntry",
     "ProtocolObserved",
+    "ReservationAwaitingReceipt",
+    "ReservationClaimed",
+    "ReservationCreated",
+    "ReservationReleased",
     "SchemaMismatch",
     "SignerKeyPublished",
     "SupportGrantIssued",
