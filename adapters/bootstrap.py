@@ -7,10 +7,14 @@ from datetime import datetime
 
 import asyncpg
 
+from adapters.account_lanes import AccountLanes
 from adapters.admin_tokens import AdminTokens
+from adapters.billing import Billing
+from adapters.billing_admin import BillingAdmin
 from adapters.command_queue import CommandQueue
 from adapters.command_signals import CommandSignals
 from adapters.enrollment import Enrollment
+from adapters.gateway_keys import GatewayKeySecrets
 from adapters.heartbeat_intake import HeartbeatIntake
 from adapters.jetstream import JetStreamEventStore
 from adapters.jetstream.nonces import JetStreamNonces
@@ -24,6 +28,7 @@ from adapters.protocol_registry import LedgerProtocolRegistry
 from adapters.recorder import Recorder, utcnow
 from adapters.settings import Settings
 from adapters.support_grants import SupportGrants
+from domain.billing.books import Rules
 from domain.canonical import b64encode
 from domain.decoding import Decoded
 from domain.events import Event, SignerKeyPublished
@@ -48,6 +53,8 @@ class ManagedMode:
     key_rotation: KeyRotation
     commands: CommandQueue
     grants: SupportGrants
+    billing: Billing
+    billing_admin: BillingAdmin
 
 
 @dataclass
@@ -74,6 +81,7 @@ class ControlPlane:
         await self.recorder.record(self.topology.subject("key", self.signer.key_id), decide)
 
     async def close(self) -> None:
+        await self.managed.billing.lanes.close()
         await self.managed.commands.signals.close()
         await self.managed.directory.close()
         close = getattr(self.store, "close", None)
@@ -106,6 +114,7 @@ def managed_mode(
     directory = NodeDirectory(recorder.store, recorder.topology)
     auth = NodeAuthenticator(directory, nonces, skew_s=settings.request_skew_s, clock=clock)
     protocol = LedgerProtocolRegistry(recorder.store, recorder, recorder.topology)
+    billing = billing_for(settings, recorder, pool, clock=clock)
     return ManagedMode(
         admin_tokens=AdminTokens(pool),
         enrollment=Enrollment(
@@ -140,6 +149,28 @@ def managed_mode(
             clock=clock,
         ),
         grants=SupportGrants(pool, recorder, ttl_s=settings.support_grant_ttl_s, clock=clock),
+        billing=billing,
+        billing_admin=BillingAdmin(pool, billing, clock=clock),
+    )
+
+
+def billing_for(
+    settings: Settings, recorder: Recorder, pool: asyncpg.Pool, *, clock: Callable[[], datetime]
+) -> Billing:
+    rules = Rules(
+        fee_bps=settings.billing_fee_bps,
+        max_open=settings.billing_max_open_reservations,
+        finished_kept=settings.billing_finished_kept,
+    )
+    # Its own recorder: customer subjects are hot, their tails are remembered apart.
+    own = Recorder(recorder.store, recorder.signer, recorder.topology, clock=clock)
+    lanes = AccountLanes(own, rules, clock=clock, max_batch=settings.billing_max_batch)
+    return Billing(
+        pool,
+        lanes,
+        GatewayKeySecrets(pool),
+        stale_after_s=settings.billing_stale_after_s,
+        clock=clock,
     )
 
 

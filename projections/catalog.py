@@ -1,5 +1,6 @@
 """Every projection the control plane runs."""
 
+from projections.billing import BillingProjection
 from projections.commands import CommandsProjection
 from projections.heartbeats import HeartbeatsProjection
 from projections.nodes import NodesProjection
@@ -15,4 +16,5 @@ def all_projections() -> list[Projection]:
         HeartbeatsProjection(),
         ProtocolProjection(),
         CommandsProjection(),
+        BillingProjection(),
     ]
