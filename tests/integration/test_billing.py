@@ -216,7 +216,7 @@ async def test_stale_reservations_dry_run_then_release(cp: Harness) -> None:
     await reserve(billing, secret, "job-1")
     await cp.project()
     assert await billing.release_stale(60, dry_run=True) == []
-    cp.clock.now += timedelta(seconds=120)
+    cp.clock.now += timedelta(seconds=1000)  # past B3IQ_BILLING_STALE_AFTER_S
     found = await billing.release_stale(60, dry_run=True)
     assert [(s.state, s.released) for s in found] == [("queued", False)]
     assert await balances(billing, customer_id) == (1000, QUOTE_WEI)
