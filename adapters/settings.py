@@ -67,7 +67,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """B3IQ_BILLING_SPEND_WINDOW_S: the rolling spend cap's window unless a policy says."""
     billing_max_open_reservations: int = 1000
     """B3IQ_BILLING_MAX_OPEN_RESERVATIONS: requests one customer may have in flight."""
-    billing_finished_kept: int = 512
+    billing_finished_kept: int = 64
     """B3IQ_BILLING_FINISHED_KEPT: finished reservations an account keeps for retries."""
     billing_stale_after_s: float = 900.0
     """B3IQ_BILLING_STALE_AFTER_S: an open reservation unchanged this long is released."""

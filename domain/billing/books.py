@@ -57,7 +57,7 @@ class Rules(NamedTuple):
     """The protocol's fee on every debit, in basis points."""
     max_open: int = 1000
     """Open reservations one customer may hold (bounds the account on the log)."""
-    finished_kept: int = 512
+    finished_kept: int = 64
     """Finished reservations the account remembers for idempotent retries."""
     receipt_skew_s: float = 300.0
     """How much earlier than its reservation a receipt may say it was made."""
