@@ -7,11 +7,15 @@ from datetime import datetime
 
 import asyncpg
 
+from adapters.account_lanes import AccountLanes
 from adapters.admin_tokens import AdminTokens
+from adapters.billing import Billing
+from adapters.billing_admin import BillingAdmin
 from adapters.broker import Broker
 from adapters.command_queue import CommandQueue
 from adapters.command_signals import CommandSignals
 from adapters.enrollment import Enrollment
+from adapters.gateway_keys import GatewayKeySecrets
 from adapters.heartbeat_intake import HeartbeatIntake
 from adapters.jetstream import JetStreamEventStore
 from adapters.jetstream.nonces import JetStreamNonces
@@ -27,6 +31,7 @@ from adapters.recorder import Recorder, utcnow
 from adapters.route_operations import RouteOperations
 from adapters.settings import Settings
 from adapters.support_grants import SupportGrants
+from domain.billing.books import Rules
 from domain.canonical import b64encode
 from domain.decoding import Decoded
 from domain.events import Event, SignerKeyPublished
@@ -55,6 +60,8 @@ class ManagedMode:
     auth: NodeAuthenticator
     routes: RouteOperations
     benchmarks: ObservedBenchmarks
+    billing: Billing
+    billing_admin: BillingAdmin
 
 
 @dataclass
@@ -82,6 +89,7 @@ class ControlPlane:
 
     async def close(self) -> None:
         await self.managed.broker.close()
+        await self.managed.billing.lanes.close()
         await self.managed.commands.signals.close()
         await self.managed.directory.close()
         close = getattr(self.store, "close", None)
@@ -123,6 +131,7 @@ def managed_mode(
         reply_timeout_s=settings.route_reply_timeout_s,
         clock=clock,
     )
+    billing = billing_for(settings, recorder, pool, clock=clock)
     return ManagedMode(
         admin_tokens=AdminTokens(pool),
         enrollment=Enrollment(
@@ -161,6 +170,28 @@ def managed_mode(
         auth=auth,
         routes=RouteOperations(pool, recorder, broker),
         benchmarks=ObservedBenchmarks(broker, recorder, directory, clock=clock),
+        billing=billing,
+        billing_admin=BillingAdmin(pool, billing, clock=clock),
+    )
+
+
+def billing_for(
+    settings: Settings, recorder: Recorder, pool: asyncpg.Pool, *, clock: Callable[[], datetime]
+) -> Billing:
+    rules = Rules(
+        fee_bps=settings.billing_fee_bps,
+        max_open=settings.billing_max_open_reservations,
+        finished_kept=settings.billing_finished_kept,
+    )
+    # Its own recorder: customer subjects are hot, their tails are remembered apart.
+    own = Recorder(recorder.store, recorder.signer, recorder.topology, clock=clock)
+    lanes = AccountLanes(own, rules, clock=clock, max_batch=settings.billing_max_batch)
+    return Billing(
+        pool,
+        lanes,
+        GatewayKeySecrets(pool),
+        stale_after_s=settings.billing_stale_after_s,
+        clock=clock,
     )
 
 

@@ -87,6 +87,11 @@ class Recorder:
             return result
         raise AssertionError("unreachable")
 
+    def forget(self, subject: str) -> None:
+        """Read the subject's tail from the log next time (a decision that appended
+        nothing was made on the remembered tail, which another process may have passed)."""
+        self._tails.pop(subject, None)
+
     def _remember(self, tail: StoredEvent) -> None:
         if tail.seq == 0:  # a retried batch whose position is unknown
             self._tails.pop(tail.subject, None)

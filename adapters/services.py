@@ -18,6 +18,7 @@ from adapters.http.app import create_app
 from adapters.postgres import create_pool, migrate
 from adapters.projector import ProjectionRunner
 from adapters.settings import Settings
+from adapters.stale_sweeper import StaleSweeper
 from projections.catalog import all_projections
 from projections.checkpoints import checkpoints
 from projections.compare import TableDifference, compare_table
@@ -71,9 +72,12 @@ async def run_projector(settings: Settings, metrics_port: int | None = None) -> 
         every_events=settings.checkpoint_every_events,
         every_s=settings.checkpoint_every_s,
     )
+    sweeper = StaleSweeper(plane.managed.billing, settings.billing_sweep_every_s)
     log.info("projecting %s", ", ".join(r.projection.name for r in runners))
     try:
-        await asyncio.gather(*(r.run(stop) for r in runners), checkpointer.run(stop))
+        await asyncio.gather(
+            *(r.run(stop) for r in runners), checkpointer.run(stop), sweeper.run(stop)
+        )
     finally:
         await plane.close()
 

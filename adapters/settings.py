@@ -71,6 +71,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """B3IQ_ROUTE_FRESH_S: a route probe older than this fails the Route gate."""
     route_reply_timeout_s: float = 120.0
     """B3IQ_ROUTE_REPLY_TIMEOUT_S: the longest wait for a routed request's next reply."""
+    billing_fee_bps: int = 500
+    """B3IQ_BILLING_FEE_BPS: the protocol's fee on every customer debit, in basis points."""
+    billing_spend_window_s: int = 24 * 3600
+    """B3IQ_BILLING_SPEND_WINDOW_S: the rolling spend cap's window unless a policy says."""
+    billing_max_open_reservations: int = 1000
+    """B3IQ_BILLING_MAX_OPEN_RESERVATIONS: requests one customer may have in flight."""
+    billing_finished_kept: int = 64
+    """B3IQ_BILLING_FINISHED_KEPT: finished reservations an account keeps for retries."""
+    billing_stale_after_s: float = 900.0
+    """B3IQ_BILLING_STALE_AFTER_S: an open reservation unchanged this long is released."""
+    billing_sweep_every_s: float = 60.0
+    """B3IQ_BILLING_SWEEP_EVERY_S: how often `b3iq projector` releases stale reservations."""
+    billing_max_batch: int = 256
+    """B3IQ_BILLING_MAX_BATCH: most decisions of one customer appended together."""
 
     @property
     def key_path(self) -> Path:

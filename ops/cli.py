@@ -11,6 +11,7 @@ from adapters.postgres import DatabaseUnavailable, migrate
 from adapters.settings import Settings
 from domain.ports import StoreUnavailable
 from ops.audit_cli import add_audit_commands
+from ops.billing_cli import add_billing_commands
 from ops.cli_support import console, run, settings_from
 
 EXIT_UNAVAILABLE = 2
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
 
     add_audit_commands(sub)
+    add_billing_commands(sub)
 
     dev = sub.add_parser("dev", help="run the whole stack locally with embedded servers")
     dev.add_argument("--data-dir", default=".b3iq", help="where everything lives (./.b3iq)")

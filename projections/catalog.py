@@ -1,6 +1,7 @@
 """Every projection the control plane runs."""
 
 from projections.benchmarks import BenchmarksProjection
+from projections.billing import BillingProjection
 from projections.commands import CommandsProjection
 from projections.heartbeats import HeartbeatsProjection
 from projections.nodes import NodesProjection
@@ -20,4 +21,5 @@ def all_projections() -> list[Projection]:
         RoutesProjection(),
         RouteProbesProjection(),
         BenchmarksProjection(),
+        BillingProjection(),
     ]

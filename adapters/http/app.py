@@ -9,6 +9,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from adapters.bootstrap import ControlPlane
+from adapters.http.billing import CustomerBillingController, PublicReceiptController
+from adapters.http.billing_admin import BillingAdminController
 from adapters.http.broker_socket import BrokerEntrance
 from adapters.http.commands import NodeCommandsController, OperatorCommandsController
 from adapters.http.enrollment import NO_HTTP_METRICS, NodeFacingController
@@ -52,6 +54,9 @@ def create_app(plane: ControlPlane, *, own_plane: bool = False) -> BrokerEntranc
             SupportController,
             PublicController,
             RoutesController,
+            BillingAdminController,
+            CustomerBillingController,
+            PublicReceiptController,
             PrometheusController,
         ],
         dependencies={"plane": Provide(provide_plane, sync_to_thread=False)},

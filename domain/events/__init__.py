@@ -6,6 +6,25 @@ import msgspec
 
 from domain.events.base import Event, NodeEvidence
 from domain.events.benchmark import BenchmarkObserved, BenchmarkRun
+from domain.events.billing import (
+    BILLING_EVENTS,
+    CreditAdjusted,
+    CreditGranted,
+    CustomerCreated,
+    CustomerDebited,
+    CustomerEvent,
+    CustomerPolicySet,
+    GatewayKeyIssued,
+    GatewayKeyPolicySet,
+    GatewayKeyRevoked,
+    ModelPriceSet,
+    NodePayoutCreated,
+    PriceEntry,
+    ReservationAwaitingReceipt,
+    ReservationClaimed,
+    ReservationCreated,
+    ReservationReleased,
+)
 from domain.events.checkpoint import LedgerCheckpointed
 from domain.events.command import (
     COMMAND_EVENTS,
@@ -56,6 +75,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SupportGrantUsed,
         *ROUTE_EVENTS,
         BenchmarkObserved,
+        *BILLING_EVENTS,
     )
 }
 
@@ -105,16 +125,32 @@ __all__ = [
     "CommandResultReported",
     "CommandRetried",
     "CommandState",
+    "CreditAdjusted",
+    "CreditGranted",
+    "CustomerCreated",
+    "CustomerDebited",
+    "CustomerEvent",
+    "CustomerPolicySet",
     "Event",
+    "GatewayKeyIssued",
+    "GatewayKeyPolicySet",
+    "GatewayKeyRevoked",
     "HeartbeatRecorded",
     "LedgerCheckpointed",
+    "ModelPriceSet",
     "NodeApproved",
     "NodeEnrolled",
     "NodeEvidence",
     "NodeKeyRotated",
+    "NodePayoutCreated",
     "NodeRevoked",
     "NodeState",
+    "PriceEntry",
     "ProtocolObserved",
+    "ReservationAwaitingReceipt",
+    "ReservationClaimed",
+    "ReservationCreated",
+    "ReservationReleased",
     "RouteConnected",
     "RouteDisconnected",
     "RoutePolicySet",

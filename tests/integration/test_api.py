@@ -65,6 +65,7 @@ async def test_health_ready_keys_schema_metrics(plane: ControlPlane) -> None:
             "routes",
             "route_probes",
             "benchmarks",
+            "billing",
         }
         keys = (await client.get("/v1/keys")).json()["keys"]
         assert [k["key_id"] for k in keys] == [plane.signer.key_id]

@@ -1,0 +1,117 @@
+"""One lane per customer: decisions that arrive while an append is in flight go out
+together as the next one (group commit).
+
+Each caller awaits its own decision as if it were alone. A lane has at most one append in
+flight, so a process never races itself on a customer's subject; other processes still
+can, and the Recorder's conditional append makes every batch re-decide on their tail.
+"""
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from adapters.recorder import Decide, Recorder
+from domain.billing.books import Op, Rules, account_of, decide_batch
+from domain.billing.state import AccountState
+from domain.decoding import Decoded
+from domain.events import Event
+from domain.nodes import Refused
+from domain.ports import AppendResult, ConcurrencyConflict
+
+R = TypeVar("R")
+_Pending = tuple[Op[Any], "asyncio.Future[Any]"]
+
+
+class AccountLanes:
+    CONFLICT_ROUNDS = 4
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        rules: Rules,
+        *,
+        clock: Callable[[], datetime],
+        max_batch: int = 256,
+    ) -> None:
+        self.recorder = recorder
+        self.rules = rules
+        self._clock = clock
+        self._max_batch = max_batch
+        self._pending: dict[str, list[_Pending]] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self.seen: dict[str, AccountState] = {}
+        """The latest account each lane decided on (a hint for reads, never for money)."""
+
+    def subject(self, customer_id: str) -> str:
+        return self.recorder.topology.subject("customer", customer_id)
+
+    async def submit(self, customer_id: str, op: Op[R]) -> R:
+        """The decision's outcome once its events are on the log; raises its Refused."""
+        subject = self.subject(customer_id)  # a bad id fails here, alone
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(customer_id, []).append((op, future))
+        if customer_id not in self._running:
+            task = asyncio.create_task(self._drain(customer_id, subject))
+            self._running[customer_id] = task
+        return await future
+
+    async def _drain(self, customer_id: str, subject: str) -> None:
+        try:
+            while pending := self._pending.get(customer_id):
+                batch = pending[: self._max_batch]
+                del pending[: self._max_batch]
+                await self._send(customer_id, subject, batch)
+        finally:
+            self._running.pop(customer_id, None)
+            if not self._pending.get(customer_id):
+                self._pending.pop(customer_id, None)
+
+    async def _send(self, customer_id: str, subject: str, batch: list[_Pending]) -> None:
+        try:
+            outcomes = await self._decide(customer_id, subject, [op for op, _ in batch])
+        except Exception as exc:  # the log is unreachable, or contention outlasted retries
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():  # its caller went away
+                continue
+            if isinstance(outcome, Refused):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+    async def _decide(self, customer_id: str, subject: str, ops: list[Op[Any]]) -> list[Any]:
+        outcomes: list[Any] = []
+
+        def decide(tail: Decoded | None) -> list[Event]:
+            state = account_of(tail.event) if tail is not None else None
+            events, decided = decide_batch(state, ops, self.rules, self._clock())
+            outcomes[:] = decided
+            after = account_of(events[-1]) if events else state
+            if after is not None:
+                self.seen[customer_id] = after
+            return events
+
+        if await self._record(subject, decide) is None:
+            # Nothing appended, so nothing proved the tail current: decide on a fresh read.
+            self.recorder.forget(subject)
+            await self._record(subject, decide)
+        return outcomes
+
+    async def _record(self, subject: str, decide: Decide) -> AppendResult | None:
+        # A hot customer shared by several processes may outlast one round of retries;
+        # every round re-decides on the real tail, so more rounds are safe.
+        for _ in range(self.CONFLICT_ROUNDS - 1):
+            try:
+                return await self.recorder.record(subject, decide)
+            except ConcurrencyConflict:
+                continue
+        return await self.recorder.record(subject, decide)
+
+    async def close(self) -> None:
+        """Wait for every lane to finish what it holds."""
+        while self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)

@@ -1,0 +1,227 @@
+"""The money path against real NATS and PostgreSQL: reserve, settle, release, and no
+overshoot of balance or spend cap under concurrency across two API processes."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from adapters.billing import Billing, Reservation
+from adapters.bootstrap import ControlPlane, bootstrap
+from adapters.http.problems import ApiError
+from adapters.stale_sweeper import StaleSweeper
+from domain.billing.state import Policy
+from domain.signing import Keyring, Signer
+from domain.streams import Topology
+from tests.billing_support import customer, principal, receipt
+from tests.conftest import Servers
+from tests.integration.test_managed import Harness, _harness
+
+NODE = Signer.generate()
+KEYS = Keyring([NODE.public_key])
+QUOTE_WEI = 10 * 2 + 10 * 10  # 10 prompt tokens at 2 wei, max_tokens 10 at 10 wei
+
+
+@pytest.fixture
+async def cp(
+    servers: Servers, database_url: str, topology: Topology, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    async for harness in _harness(servers, database_url, topology, tmp_path):
+        yield harness
+
+
+@pytest.fixture
+async def second(cp: Harness) -> AsyncIterator[ControlPlane]:
+    """Another API process on the same log and database."""
+    plane = await bootstrap(cp.plane.settings, clock=cp.clock)
+    yield plane
+    await plane.close()
+
+
+async def reserve(billing: Billing, secret: str, job: str, key: str | None = None) -> Reservation:
+    who = await principal(billing, secret)
+    quoted = await billing.quote(who, "tiny", 10, 10)
+    assert quoted.amount_wei == QUOTE_WEI
+    return await billing.reserve(
+        who, model="tiny", route_tier="network_beta", quote=quoted, job_id=job, idempotency_key=key
+    )
+
+
+async def balances(billing: Billing, customer_id: str) -> tuple[int, int]:
+    state = await billing.account(customer_id)
+    assert state is not None
+    return int(state.balance_wei), int(state.reserved_wei)
+
+
+async def test_settle_debits_usage_pays_the_node_and_releases_the_rest(cp: Harness) -> None:
+    billing = cp.plane.managed.billing
+    customer_id, secret = await customer(cp.plane, 1000)
+    held = await reserve(billing, secret, "job-1")
+    assert (held.state, held.amount_wei) == ("queued", QUOTE_WEI)
+    claimed = await billing.claim(held, "node-a")
+    assert claimed.state == "claimed"
+    assert await balances(billing, customer_id) == (1000, QUOTE_WEI)
+
+    signed = receipt(NODE, "node-a", 7, 3, cp.clock())
+    settled = await billing.settle(held, signed, KEYS)
+    cost = 7 * 2 + 3 * 10
+    assert (settled.debited_wei, settled.released_wei) == (cost, QUOTE_WEI - cost)
+    assert (settled.fee_wei, settled.payout_wei) == (cost * 500 // 10_000, cost - 2)
+    assert await balances(billing, customer_id) == (1000 - cost, 0)
+    again = await billing.settle(held, signed, KEYS)
+    assert again.duplicate and again.debited_wei == cost
+    assert await balances(billing, customer_id) == (1000 - cost, 0)
+
+    await cp.project()
+    async with cp.plane.pool.acquire() as conn:
+        kinds = await conn.fetch(
+            "SELECT kind, amount_wei, balance_after_wei, reserved_after_wei FROM billing_entries"
+            " WHERE customer_id = $1 ORDER BY seq",
+            customer_id,
+        )
+        payout = await conn.fetchrow("SELECT * FROM node_payouts")
+        row = await conn.fetchrow("SELECT * FROM billing_reservations")
+        public = await conn.fetchrow("SELECT * FROM receipts_accepted")
+    assert [(k["kind"], int(k["amount_wei"])) for k in kinds] == [
+        ("credit", 1000),
+        ("reserve", QUOTE_WEI),
+        ("debit", cost),
+        ("release", QUOTE_WEI - cost),
+    ]
+    assert (int(kinds[-1]["balance_after_wei"]), int(kinds[-1]["reserved_after_wei"])) == (
+        1000 - cost,
+        0,
+    )
+    assert (payout["node_id"], int(payout["amount_wei"]), payout["state"]) == (
+        "node-a",
+        cost - 2,
+        "pending",
+    )
+    assert (row["state"], int(row["debited_wei"]), row["receipt_hash"]) == (
+        "settled",
+        cost,
+        signed.receipt_hash,
+    )
+    assert public["receipt_hash"] == signed.receipt_hash and "customer_id" not in dict(public)
+
+
+async def test_release_frees_everything_and_debits_nothing(cp: Harness) -> None:
+    billing = cp.plane.managed.billing
+    customer_id, secret = await customer(cp.plane, 1000)
+    held = await reserve(billing, secret, "job-1")
+    released = await billing.release(held, "node_failed")
+    assert released.state == "released"
+    assert await balances(billing, customer_id) == (1000, 0)
+    assert (await billing.release(held, "again")).state == "released"
+    with pytest.raises(ApiError) as refused:
+        await billing.settle(held, receipt(NODE, "node-a", 1, 1, cp.clock()), KEYS)
+    assert refused.value.code == "reservation_finished"
+
+
+async def test_bad_receipts_are_refused_and_append_nothing(cp: Harness) -> None:
+    billing = cp.plane.managed.billing
+    _, secret = await customer(cp.plane, 1000)
+    held = await reserve(billing, secret, "job-1")
+    good = receipt(NODE, "node-a", 1, 1, cp.clock())
+    head = await cp.heads()
+    forged = msgspec.structs.replace(
+        good, body=msgspec.structs.replace(good.body, usage=good.body.usage.__class__(0, 0, 0))
+    )
+    with pytest.raises(ApiError) as refused:
+        await billing.settle(held, forged, KEYS)
+    assert (refused.value.status, refused.value.code) == (400, "receipt_hash_mismatch")
+    stranger = receipt(Signer.generate(), "node-a", 1, 1, cp.clock())
+    with pytest.raises(ApiError) as refused:
+        await billing.settle(held, stranger, KEYS)
+    assert (refused.value.status, refused.value.code) == (401, "invalid_signature")
+    other_model = receipt(NODE, "node-a", 1, 1, cp.clock(), model="big")
+    with pytest.raises(ApiError) as refused:
+        await billing.settle(held, other_model, KEYS)
+    assert refused.value.code == "receipt_mismatch"
+    assert await cp.heads() == head
+
+
+async def test_idempotent_reserve_and_settle_charge_once(cp: Harness, second: ControlPlane) -> None:
+    a, b = cp.plane.managed.billing, second.managed.billing
+    customer_id, secret = await customer(cp.plane, 1000)
+    first = await reserve(a, secret, "job-1", key="retry-me")
+    again = await reserve(b, secret, "job-1-retry", key="retry-me")
+    assert again.reservation_id == first.reservation_id and again.existing
+    assert await balances(a, customer_id) == (1000, QUOTE_WEI)
+    signed = receipt(NODE, "node-a", 5, 5, cp.clock())
+    results = await asyncio.gather(a.settle(first, signed, KEYS), b.settle(first, signed, KEYS))
+    assert sorted(r.duplicate for r in results) == [False, True]
+    assert await balances(a, customer_id) == (1000 - 60, 0)
+    after = await reserve(b, secret, "job-1-late", key="retry-me")
+    assert (after.state, after.debited_wei, after.existing) == ("settled", 60, True)
+    assert await balances(a, customer_id) == (1000 - 60, 0)
+
+
+async def _storm(cp: Harness, second: ControlPlane, secret: str) -> list[Reservation | ApiError]:
+    planes = [cp.plane.managed.billing, second.managed.billing]
+
+    async def one(n: int) -> Reservation | ApiError:
+        try:
+            return await reserve(planes[n % 2], secret, f"job-{n}")
+        except ApiError as refused:
+            return refused
+
+    return list(await asyncio.gather(*(one(n) for n in range(200))))
+
+
+async def test_two_processes_never_hold_more_than_the_balance(
+    cp: Harness, second: ControlPlane
+) -> None:
+    customer_id, secret = await customer(cp.plane, 10 * QUOTE_WEI)
+    outcomes = await _storm(cp, second, secret)
+    held = [o for o in outcomes if isinstance(o, Reservation)]
+    refused = [o for o in outcomes if isinstance(o, ApiError)]
+    assert len(held) == 10
+    assert {(r.status, r.code) for r in refused} == {(402, "insufficient_balance")}
+    assert await balances(cp.plane.managed.billing, customer_id) == (10 * QUOTE_WEI, 10 * QUOTE_WEI)
+    billing = [cp.plane.managed.billing, second.managed.billing]
+    await asyncio.gather(*(billing[i % 2].release(r, "done") for i, r in enumerate(held)))
+    assert await balances(cp.plane.managed.billing, customer_id) == (10 * QUOTE_WEI, 0)
+    await cp.project()
+    async with cp.plane.pool.acquire() as conn:
+        lowest = await conn.fetchval(
+            "SELECT min(balance_after_wei - reserved_after_wei) FROM billing_entries"
+        )
+    assert lowest >= 0
+
+
+async def test_two_processes_never_pass_the_spend_cap(cp: Harness, second: ControlPlane) -> None:
+    cap = Policy(spend_cap_wei=str(10 * QUOTE_WEI), spend_window_s=3600)
+    customer_id, secret = await customer(cp.plane, 10**18, key_policy=cap)
+    outcomes = await _storm(cp, second, secret)
+    held = [o for o in outcomes if isinstance(o, Reservation)]
+    refused = [o for o in outcomes if isinstance(o, ApiError)]
+    assert len(held) == 10
+    assert {(r.status, r.code) for r in refused} == {(402, "gateway_spend_cap_exceeded")}
+    billing = cp.plane.managed.billing
+    for r in held:  # spent in full: the window is used up even with nothing held
+        await billing.settle(r, receipt(NODE, "node-a", 10, 10, cp.clock()), KEYS)
+    assert await balances(billing, customer_id) == (10**18 - 10 * QUOTE_WEI, 0)
+    with pytest.raises(ApiError) as capped:
+        await reserve(billing, secret, "one-more")
+    assert capped.value.code == "gateway_spend_cap_exceeded"
+
+
+async def test_stale_reservations_dry_run_then_release(cp: Harness) -> None:
+    billing = cp.plane.managed.billing
+    customer_id, secret = await customer(cp.plane, 1000)
+    await reserve(billing, secret, "job-1")
+    await cp.project()
+    assert await billing.release_stale(60, dry_run=True) == []
+    cp.clock.now += timedelta(seconds=1000)  # past B3IQ_BILLING_STALE_AFTER_S
+    found = await billing.release_stale(60, dry_run=True)
+    assert [(s.state, s.released) for s in found] == [("queued", False)]
+    assert await balances(billing, customer_id) == (1000, QUOTE_WEI)
+    swept = await StaleSweeper(billing, every_s=60).sweep()  # the projector's scheduled sweep
+    assert swept == 1
+    assert await balances(billing, customer_id) == (1000, 0)
+    await cp.project()
+    assert await billing.release_stale(60, dry_run=True) == []
