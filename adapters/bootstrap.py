@@ -15,6 +15,7 @@ from adapters.broker import Broker
 from adapters.command_queue import CommandQueue
 from adapters.command_signals import CommandSignals
 from adapters.enrollment import Enrollment
+from adapters.gateway import Gateway
 from adapters.gateway_keys import GatewayKeySecrets
 from adapters.heartbeat_intake import HeartbeatIntake
 from adapters.jetstream import JetStreamEventStore
@@ -73,6 +74,7 @@ class ControlPlane:
     pool: asyncpg.Pool
     recorder: Recorder
     managed: ManagedMode
+    gateway: Gateway
     keyring: Keyring = field(default_factory=Keyring)
     clock: Callable[[], datetime] = utcnow
 
@@ -88,6 +90,7 @@ class ControlPlane:
         await self.recorder.record(self.topology.subject("key", self.signer.key_id), decide)
 
     async def close(self) -> None:
+        await self.gateway.drain()
         await self.managed.broker.close()
         await self.managed.billing.lanes.close()
         await self.managed.commands.signals.close()
@@ -222,6 +225,7 @@ async def bootstrap(
         nonces = InMemoryNonces(settings.request_skew_s)
     recorder = Recorder(store, signer, topology, clock=clock)
     keyring = Keyring([signer.public_key])
+    managed = managed_mode(settings, recorder, pool, keyring, nonces=nonces, clock=clock)
     plane = ControlPlane(
         settings=settings,
         topology=topology,
@@ -229,7 +233,16 @@ async def bootstrap(
         store=store,
         pool=pool,
         recorder=recorder,
-        managed=managed_mode(settings, recorder, pool, keyring, nonces=nonces, clock=clock),
+        managed=managed,
+        gateway=Gateway(
+            pool,
+            managed.billing,
+            managed.broker,
+            managed.directory,
+            policy_for(settings),
+            default_max_tokens=settings.gateway_default_max_tokens,
+            clock=clock,
+        ),
         keyring=keyring,
         clock=clock,
     )

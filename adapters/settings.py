@@ -71,6 +71,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """B3IQ_ROUTE_FRESH_S: a route probe older than this fails the Route gate."""
     route_reply_timeout_s: float = 120.0
     """B3IQ_ROUTE_REPLY_TIMEOUT_S: the longest wait for a routed request's next reply."""
+    gateway_default_max_tokens: int = 256
+    """B3IQ_GATEWAY_DEFAULT_MAX_TOKENS: the output cap (and so the quote) of a hosted
+    request that names none."""
     billing_fee_bps: int = 500
     """B3IQ_BILLING_FEE_BPS: the protocol's fee on every customer debit, in basis points."""
     billing_spend_window_s: int = 24 * 3600

@@ -299,3 +299,58 @@ def _evidence(row: Any, profiles: list[ProfileReport]) -> Evidence:
 
 def with_protocol(evidence: Evidence, protocol: ProtocolFacts | None) -> Evidence:
     return msgspec.structs.replace(evidence, protocol=protocol)
+
+
+class Candidate(msgspec.Struct, frozen=True, kw_only=True):
+    """A node that passes the Identity, Route, Protocol and Model gates for one model."""
+
+    node_id: str
+    profile_id: str
+    route_tier: str
+    queue_depth: int
+    tokens_per_s: float
+    observed_at: datetime
+
+
+_ELIGIBLE = f"""
+SELECT {{columns}}
+FROM nodes n
+JOIN node_heartbeats h ON h.node_id = n.node_id
+JOIN model_profiles p ON p.node_id = n.node_id{{model}}
+JOIN node_benchmarks b ON b.node_id = n.node_id AND b.model = p.model AND b.source = 'observed'
+WHERE $3::text = '' AND {_IDENTITY} AND {_ROUTE} AND {_PROTOCOL} AND {_MODEL_PASS}
+"""
+
+
+def _gate_args(now: datetime, policy: Policy) -> list[object]:
+    return [
+        now - timedelta(seconds=policy.heartbeat_fresh_s),
+        policy.min_stake_wei,
+        "",  # no cursor: $3 bounds nothing here
+        now - timedelta(seconds=policy.route_fresh_s),
+        now - timedelta(seconds=policy.benchmark_fresh_s),
+    ]
+
+
+async def candidates(
+    db: Database, model: str, *, now: datetime, policy: Policy, limit: int = 16
+) -> list[Candidate]:
+    """Eligible nodes for ``model``, the least queued and then the fastest observed first:
+    the node list's `paid-route eligible` judgement (and so the readiness engine's)."""
+    columns = "n.node_id, p.profile_id, p.route_tier, p.queue_depth, b.tokens_per_s, b.observed_at"
+    sql = _ELIGIBLE.format(columns=columns, model=" AND p.model = $6")
+    rows = await db.fetch(
+        f"{sql} ORDER BY p.queue_depth, b.tokens_per_s DESC LIMIT {int(limit)}",
+        *_gate_args(now, policy),
+        model,
+    )
+    return [Candidate(**dict(r)) for r in rows]
+
+
+async def servable_models(
+    db: Database, *, now: datetime, policy: Policy
+) -> list[tuple[str, datetime]]:
+    """Models with at least one eligible profile, with their freshest observation."""
+    sql = _ELIGIBLE.format(columns="p.model, max(b.observed_at) AS observed_at", model="")
+    rows = await db.fetch(f"{sql} GROUP BY p.model ORDER BY p.model", *_gate_args(now, policy))
+    return [(r["model"], r["observed_at"]) for r in rows]

@@ -14,6 +14,7 @@ from adapters.http.billing_admin import BillingAdminController
 from adapters.http.broker_socket import BrokerEntrance
 from adapters.http.commands import NodeCommandsController, OperatorCommandsController
 from adapters.http.enrollment import NO_HTTP_METRICS, NodeFacingController
+from adapters.http.gateway import GatewayController
 from adapters.http.heartbeat_route import HeartbeatRoute
 from adapters.http.operator import OperatorController
 from adapters.http.problems import make_handlers
@@ -54,6 +55,7 @@ def create_app(plane: ControlPlane, *, own_plane: bool = False) -> BrokerEntranc
             SupportController,
             PublicController,
             RoutesController,
+            GatewayController,
             BillingAdminController,
             CustomerBillingController,
             PublicReceiptController,

@@ -28,9 +28,13 @@ class ProblemBody(msgspec.Struct):
 class ApiError(Exception):
     """An expected failure with a stable code, raised by handlers and services."""
 
-    def __init__(self, status: int, code: str, title: str, detail: str = "") -> None:
+    def __init__(
+        self, status: int, code: str, title: str, detail: str = "", param: str | None = None
+    ) -> None:
         super().__init__(detail or title)
         self.status, self.code, self.title, self.detail = status, code, title, detail or title
+        self.param = param
+        """The request field at fault, where there is one (OpenAI-shaped errors name it)."""
 
 
 def problem(

@@ -107,7 +107,9 @@ class RoutesController(Controller):
     ) -> PolicyChange:
         require(session, "operator")
         check_node_id(node_id)
-        await plane.managed.nodes.detail(node_id)  # 404 for a node never seen
+        known, _ = await plane.managed.directory.state(node_id)  # the log, not a read model
+        if known is None:
+            raise ApiError(404, "not_found", "Not Found", "no such node")
         return await plane.managed.routes.set_policy(
             node_id, data.public_inference_allowed, session.token_id, data.reason
         )

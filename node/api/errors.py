@@ -7,42 +7,28 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from domain.openai_errors import openai_error
 from node.errors import NodeError
 
 log = logging.getLogger("b3iq.node")
 
-OPENAI_TYPES = {400: "invalid_request_error", 413: "invalid_request_error"}
-OPENAI_TYPES |= {415: "invalid_request_error", 422: "invalid_request_error"}
-OPENAI_TYPES |= {401: "authentication_error", 403: "authentication_error"}
-OPENAI_TYPES |= {402: "insufficient_quota", 404: "not_found_error", 409: "conflict_error"}
-OPENAI_TYPES |= {429: "rate_limit_error"}
 _CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 _CODES |= {415: "unsupported_media_type"}
 _JSON_PATH = re.compile(r"\s*-\s*at `\$\.?([^`]*)`$")
 
 
-def openai_type(status: int) -> str:
-    return OPENAI_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-
-
 def error_body(error: NodeError, openai: bool) -> dict[str, Any]:
+    if openai:
+        return openai_error(
+            error.status, error.code, error.title, error.message, error.param, error.family
+        )
     problem = {
         "status": error.status,
         "title": error.title,
         "detail": error.message,
         "code": error.family,
     }
-    if not openai:
-        return {"error": problem}
-    return {
-        "error": {
-            "message": error.message,
-            "type": openai_type(error.status),
-            "param": error.param,
-            "code": error.code,
-            "b3iq": problem,
-        }
-    }
+    return {"error": problem}
 
 
 def render(request: Request[Any, Any, Any], error: NodeError) -> Response[Any]:

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from node.api.errors import error_body, openai_type
+from domain.openai_errors import openai_type
+from node.api.errors import error_body
 from node.catalog import ModelSource, discover, profile_for
 from node.errors import NodeError
 from node.inventory import parse_nvidia_smi, read_inventory

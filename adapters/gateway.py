@@ -1,0 +1,372 @@
+"""The hosted gateway: a customer's chat request, paid for, run on an eligible node.
+
+authorize (gateway key) → candidates (all five gates) → quote → reserve → dispatch over
+the broker route → verify the node's signed receipt → settle (debit, payout, release the
+rest). A node that fails before its first token is skipped for a while and the next
+candidate tries once, on the same reservation, so nothing is charged twice. Prompts and
+outputs pass through; nothing here stores them.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import asyncpg
+import msgspec
+from msgspec import Meta
+
+from adapters.billing import Billing, GatewayPrincipal, Reservation
+from adapters.broker import Broker, RouteUnavailable
+from adapters.http.problems import ApiError
+from adapters.node_auth import NodeDirectory
+from domain.billing.state import INFERENCE, OPEN_STATES, Policy
+from domain.broker_frames import Chunk, Done, Failed, Reply
+from domain.canonical import sha256_hex
+from domain.ids import uuid7
+from domain.readiness import Policy as GatePolicy
+from domain.receipts import Receipt, verify_receipt
+from projections.node_queries import Candidate, NodeFilter, candidates, list_nodes, servable_models
+
+log = logging.getLogger("b3iq.gateway")
+
+FAILED_NODE_PAUSE_S = 30.0
+"""A node that just failed a dispatch gets no new requests from this process for this long."""
+CACHE_S = 1.0
+"""Keys and candidate lists are reused this long: both change rarely, and a stale
+candidate costs only a retry."""
+TEMPLATE_TOKENS_PER_MESSAGE = 32
+"""Chat-template overhead allowed per message in the prompt estimate."""
+
+
+class B3iqOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    model_profile_id: Annotated[str, Meta(max_length=256)] | None = None
+    job_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")] | None = None
+    max_price_wei: Annotated[str, Meta(pattern=r"^[0-9]{1,78}$")] | None = None
+    dispatch_mode: Literal["pooled_sync"] = "pooled_sync"
+
+
+class _Part(msgspec.Struct, frozen=True):
+    type: str
+    text: str | None = None
+
+
+class _Message(msgspec.Struct, frozen=True):
+    role: str
+    content: str | list[_Part] | None = None
+
+
+class HostedRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """The fields the gateway itself needs; the node validates the whole request."""
+
+    model: Annotated[str, Meta(min_length=1, max_length=256)]
+    messages: Annotated[list[_Message], Meta(min_length=1)]
+    stream: bool = False
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None
+    n: Annotated[int, Meta(ge=1)] | None = None
+
+
+class Completed(msgspec.Struct, frozen=True):
+    body: bytes
+
+
+class Streaming(msgspec.Struct, frozen=True):
+    events: AsyncIterator[bytes]
+
+
+def invalid(detail: str, param: str | None = None) -> ApiError:
+    return ApiError(400, "invalid_request", "Bad Request", detail, param)
+
+
+def parse(raw: bytes) -> tuple[HostedRequest, B3iqOptions, dict[str, Any]]:
+    """The request, its `b3iq` options, and the body to dispatch (options stripped)."""
+    try:
+        body = msgspec.json.decode(raw)
+        if not isinstance(body, dict):
+            raise invalid("the body must be a JSON object")
+        options = msgspec.convert(body.pop("b3iq", None) or {}, B3iqOptions)
+        request = msgspec.convert(body, HostedRequest)
+    except msgspec.DecodeError:
+        raise invalid("the body is not valid JSON") from None
+    except msgspec.ValidationError as exc:
+        raise invalid(str(exc)) from None
+    if request.n is not None and request.n > 1:
+        raise invalid("n > 1 is not supported; send one request per choice", "n")
+    return request, options, body
+
+
+def prompt_estimate(request: HostedRequest) -> int:
+    """An upper bound on prompt tokens: a token is at least one byte (byte-fallback
+    vocabularies), plus the chat template's own tokens."""
+    size = 0
+    for message in request.messages:
+        content = message.content
+        if isinstance(content, list):
+            size += sum(len((p.text or "").encode()) for p in content)
+        elif content:
+            size += len(content.encode())
+    return size + TEMPLATE_TOKENS_PER_MESSAGE * (len(request.messages) + 1)
+
+
+def _allowed_tiers(principal: GatewayPrincipal) -> Callable[[str], bool]:
+    policies: tuple[Policy, ...] = (principal.policy, principal.customer_policy)
+    return lambda tier: all(
+        p.allowed_route_tiers is None or tier in p.allowed_route_tiers for p in policies
+    )
+
+
+class Gateway:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        billing: Billing,
+        broker: Broker,
+        directory: NodeDirectory,
+        policy: GatePolicy,
+        *,
+        default_max_tokens: int,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._pool = pool
+        self.billing = billing
+        self._broker = broker
+        self._directory = directory
+        self._policy = policy
+        self.default_max_tokens = default_max_tokens
+        self._clock = clock
+        self._paused: dict[str, float] = {}
+        self._principals: dict[str, tuple[float, GatewayPrincipal | None]] = {}
+        self._candidates: dict[str, tuple[float, list[Candidate]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- who, and where -----------------------------------------------------------------
+
+    async def principal(self, secret: str | None) -> GatewayPrincipal:
+        if not secret:
+            raise ApiError(401, "unauthorized", "Unauthorized", "a gateway API key is required")
+        digest = sha256_hex(secret.encode())
+        cached = self._principals.get(digest)
+        now = time.monotonic()
+        if cached is None or now - cached[0] > CACHE_S:
+            cached = (now, await self.billing.authenticate(secret))
+            self._principals[digest] = cached
+            if len(self._principals) > 10_000:
+                self._principals.clear()
+        principal = cached[1]
+        if principal is None:
+            raise ApiError(401, "unauthorized", "Unauthorized", "the gateway API key is not valid")
+        if INFERENCE not in principal.scopes:
+            raise ApiError(
+                403, "gateway_api_key_scope_denied", "Forbidden", "the key lacks inference"
+            )
+        return principal
+
+    async def models(self) -> list[tuple[str, datetime]]:
+        async with self._pool.acquire() as conn:
+            return await servable_models(conn, now=self._clock(), policy=self._policy)
+
+    async def _eligible(self, model: str) -> list[Candidate]:
+        now = time.monotonic()
+        cached = self._candidates.get(model)
+        if cached is None or now - cached[0] > CACHE_S:
+            async with self._pool.acquire() as conn:
+                found = await candidates(conn, model, now=self._clock(), policy=self._policy)
+            cached = (now, found)
+            self._candidates[model] = cached
+        return [c for c in cached[1] if self._paused.get(c.node_id, 0.0) < now]
+
+    async def _why_none(self, model: str) -> ApiError:
+        """The most telling reason no node can serve the model."""
+        async with self._pool.acquire() as conn:
+            for blocker, code in (
+                ("benchmark_proof", "observed_benchmark_missing"),
+                ("protocol_stake", "protocol_stake_unsatisfied"),
+            ):
+                where = NodeFilter(model=model, blocker=blocker, status="enrolled")
+                if await list_nodes(
+                    conn, where, after=None, limit=1, now=self._clock(), policy=self._policy
+                ):
+                    return ApiError(
+                        503, code, "Service Unavailable", f"no node for {model} passes: {code}"
+                    )
+        return ApiError(
+            503, "no_healthy_candidates", "Service Unavailable", f"no eligible node serves {model}"
+        )
+
+    # -- the paid request ---------------------------------------------------------------
+
+    async def chat(
+        self, principal: GatewayPrincipal, raw: bytes, idempotency_key: str | None
+    ) -> Completed | Streaming:
+        arrived = time.perf_counter()
+        request, options, body = parse(raw)
+        allowed = _allowed_tiers(principal)
+        found = [
+            c
+            for c in await self._eligible(request.model)
+            if allowed(c.route_tier)
+            and (options.model_profile_id is None or c.profile_id == options.model_profile_id)
+        ]
+        if not found:
+            raise await self._why_none(request.model)
+        max_tokens = request.max_completion_tokens or request.max_tokens
+        if max_tokens is None:  # the node must stop where the reservation does
+            max_tokens = body["max_tokens"] = self.default_max_tokens
+        limit = None if options.max_price_wei is None else int(options.max_price_wei)
+        quote = await self.billing.quote(
+            principal, request.model, prompt_estimate(request), max_tokens, limit
+        )
+        reservation = await self.billing.reserve(
+            principal,
+            model=request.model,
+            route_tier=found[0].route_tier,
+            quote=quote,
+            job_id=options.job_id or uuid7(),
+            idempotency_key=idempotency_key,
+        )
+        if reservation.existing:
+            return _replayed(reservation, request.model)
+        dispatched = msgspec.json.encode(body)
+        for candidate in found[:2]:  # the first, then one retry
+            frames = self._broker.dispatch(candidate.node_id, dispatched)
+            try:
+                first = await anext(frames)
+            except (RouteUnavailable, StopAsyncIteration):
+                self._pause(candidate.node_id)
+                continue
+            if isinstance(first, Failed):
+                if 400 <= first.status < 500 and first.code != "model_not_network_eligible":
+                    await self.billing.release(reservation, f"refused:{first.code}")
+                    raise ApiError(first.status, first.code, "Bad Request", first.message)
+                self._pause(candidate.node_id)
+                continue
+            if isinstance(first, Done):
+                return await self._completed(reservation, candidate, first, arrived)
+            return Streaming(self._stream(reservation, candidate, first, frames))
+        await self.billing.release(reservation, "dispatch_failed")
+        raise ApiError(502, "router_dispatch_failed", "Bad Gateway", "no candidate answered")
+
+    def _pause(self, node_id: str) -> None:
+        self._paused[node_id] = time.monotonic() + FAILED_NODE_PAUSE_S
+        log.warning("dispatch to node %s failed; pausing it", node_id)
+
+    async def _check(self, candidate: Candidate, model: str, receipt: Receipt) -> None:
+        _, keys = await self._directory.state(candidate.node_id)
+        problem = verify_receipt(receipt, keys)
+        if problem is None and (
+            receipt.body.node_id != candidate.node_id or receipt.body.model != model
+        ):
+            problem = "receipt_mismatch"
+        if problem is not None:
+            raise ApiError(502, problem, "Bad Gateway", "the node's receipt does not verify")
+
+    async def _completed(
+        self, reservation: Reservation, candidate: Candidate, done: Done, arrived: float
+    ) -> Completed:
+        receipt = done.receipt
+        try:
+            await self._check(candidate, receipt.body.model, receipt)
+        except ApiError:
+            await self.billing.release(reservation, "receipt_refused")
+            raise
+        response = msgspec.json.decode(done.response)
+        response["b3iq"] = {
+            "runtime_kind": receipt.body.runtime_kind,
+            "latency_ms": round((time.perf_counter() - arrived) * 1000, 3),
+            "ttft_ms": round(receipt.body.timings.ttft_us / 1000, 3),
+            "receipt_hash": receipt.receipt_hash,
+            "job_id": reservation.job_id,
+        }
+        # The receipt is verified: settling it cannot be refused for the node's sake, so
+        # it is appended after the answer leaves (a lost settle is released, never billed).
+        self._spawn(self._settle(reservation, receipt, candidate.node_id))
+        return Completed(msgspec.json.encode(response))
+
+    async def _settle(self, reservation: Reservation, receipt: Receipt, node_id: str) -> None:
+        _, keys = await self._directory.state(node_id)
+        for attempt in range(3):
+            try:
+                await self.billing.settle(reservation, receipt, keys)
+                return
+            except ApiError as exc:
+                log.error("settle refused: %s", exc.code)
+                return
+            except Exception as exc:  # transient: try again, then leave it to the sweeper
+                log.warning("settle failed (%s), attempt %d", type(exc).__name__, attempt + 1)
+                await asyncio.sleep(0.2 * 2**attempt)
+
+    async def _stream(
+        self,
+        reservation: Reservation,
+        candidate: Candidate,
+        first: Reply,
+        frames: AsyncIterator[Reply],
+    ) -> AsyncIterator[bytes]:
+        settled = False
+        try:
+            frame: Reply = first
+            while True:
+                if isinstance(frame, Chunk):
+                    yield b"data: " + frame.data + b"\n\n"
+                elif isinstance(frame, Done):
+                    await self._check(candidate, frame.receipt.body.model, frame.receipt)
+                    await self._settle(reservation, frame.receipt, candidate.node_id)
+                    settled = True
+                    yield b"data: [DONE]\n\n"
+                    return
+                else:  # too late for a status code: OpenAI's in-stream error
+                    error = {
+                        "error": {"message": frame.message, "type": "api_error", "code": frame.code}
+                    }
+                    yield b"data: " + msgspec.json.encode(error) + b"\n\n"
+                    return
+                frame = await anext(frames)
+        finally:
+            if not settled:  # the client left, the node failed, or the receipt was refused
+                self._spawn(self.billing.release(reservation, "stream_ended"))
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for settlements still being appended (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _replayed(reservation: Reservation, model: str) -> Completed:
+    """The same Idempotency-Key again: the earlier outcome, never a second charge. The
+    answer's text is not kept anywhere, so a settled job replays its billing outcome."""
+    if reservation.receipt_hash is not None:
+        return Completed(
+            msgspec.json.encode(
+                {
+                    "id": f"chatcmpl-{reservation.job_id}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [],
+                    "b3iq": {
+                        "receipt_hash": reservation.receipt_hash,
+                        "job_id": reservation.job_id,
+                        "charged_wei": str(reservation.debited_wei or 0),
+                        "idempotent_replay": True,
+                    },
+                }
+            )
+        )
+    if reservation.state not in OPEN_STATES:
+        raise ApiError(
+            409,
+            "idempotency_key_reused",
+            "Conflict",
+            "an earlier request with this Idempotency-Key failed uncharged; use a new key",
+        )
+    raise ApiError(
+        409, "request_in_progress", "Conflict", "a request with this Idempotency-Key is running"
+    )
