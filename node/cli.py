@@ -17,6 +17,27 @@ def _managed_mode(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     )
 
 
+def _models(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    models = sub.add_parser("models", help="models").add_subparsers(dest="action", required=True)
+    tiny = models.add_parser("make-tiny", help="write a tiny random-weight GGUF for tests")
+    tiny.add_argument("path", type=Path)
+    tiny.add_argument("--seed", type=int, default=0)
+    add = models.add_parser("add", help="serve a GGUF file, or an OpenAI-compatible server")
+    add.add_argument("path", nargs="?", type=Path)
+    add.add_argument("--name")
+    add.add_argument("--url", help="base URL of an OpenAI-compatible server (…/v1)")
+    add.add_argument("--kind", default="openai", choices=["openai", "ollama", "vllm", "sglang"])
+    add.add_argument("--upstream-model", help="the model name the server knows")
+    remove = models.add_parser("remove", help="stop serving a model added with `models add`")
+    remove.add_argument("name")
+    models.add_parser("list", help="list models and their profiles")
+    offer = models.add_parser("offer", help="offer a model to the network (Network Mode)")
+    offer.add_argument("name")
+    offer.add_argument("--tier", default="network_beta", choices=["network_beta", "portable_local"])
+    offer.add_argument("--unpaid", action="store_true", help="network-eligible, not paid work")
+    offer.add_argument("--withdraw", action="store_true", help="stop offering it")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="b3iq-host", description="B3IQ host agent (Local Mode)")
     parser.add_argument("--home", type=Path, help="node state directory (B3IQ_HOME)")
@@ -55,19 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key by its public id")
     revoke.add_argument("public_id")
 
-    models = sub.add_parser("models", help="models").add_subparsers(dest="action", required=True)
-    tiny = models.add_parser("make-tiny", help="write a tiny random-weight GGUF for tests")
-    tiny.add_argument("path", type=Path)
-    tiny.add_argument("--seed", type=int, default=0)
-    add = models.add_parser("add", help="serve a GGUF file, or an OpenAI-compatible server")
-    add.add_argument("path", nargs="?", type=Path)
-    add.add_argument("--name")
-    add.add_argument("--url", help="base URL of an OpenAI-compatible server (…/v1)")
-    add.add_argument("--kind", default="openai", choices=["openai", "ollama", "vllm", "sglang"])
-    add.add_argument("--upstream-model", help="the model name the server knows")
-    remove = models.add_parser("remove", help="stop serving a model added with `models add`")
-    remove.add_argument("name")
-    models.add_parser("list", help="list models and their profiles")
+    _models(sub)
+    sub.add_parser("id", help="print this node's id")
 
     receipts = sub.add_parser("receipts", help="signed local receipts").add_subparsers(
         dest="action", required=True

@@ -265,6 +265,31 @@ def models_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def models_offer(args: argparse.Namespace) -> int:
+    """The owner's consent: serve this model to the network (or withdraw it)."""
+    import json
+
+    from node.services import PROFILE_POLICY
+
+    db = _db(_settings(args))
+    offered = not args.withdraw
+    policy = {
+        "network_eligible": offered,
+        "paid_route_eligible": offered and not args.unpaid,
+        "route_tier": args.tier,
+    }
+    db.set_meta(PROFILE_POLICY + args.name, json.dumps(policy))
+    state = f"offered to the network ({args.tier})" if offered else "withdrawn from the network"
+    out.print(f"model {args.name} {state}; the next heartbeat reports it")
+    return 0
+
+
+def node_id(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(load_identity(_db(settings), settings.key_path).node_id)
+    return 0
+
+
 def models_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
     table = Table("model", "runtime", "source")
@@ -353,6 +378,8 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("models", "add"): models_add,
     ("models", "remove"): models_remove,
     ("models", "list"): models_list,
+    ("models", "offer"): models_offer,
+    ("id", None): node_id,
     ("receipts", "list"): receipts_list,
     ("receipts", "verify"): receipts_verify,
     ("chat", None): chat,

@@ -16,8 +16,12 @@ def _host(home: Path, *args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "b3iq-host"), "--home", str(home), *args]
 
 
-def start_local_node(stack: Stack, port: int, *, control_plane: str) -> list[str]:
-    """Start the node, enrolled in the dev control plane; returns copy-paste examples."""
+MODEL = "tiny-llama"
+
+
+def start_local_node(stack: Stack, port: int, *, control_plane: str) -> tuple[str, list[str]]:
+    """Start the node, enrolled in the dev control plane and offering its model to the
+    network; returns its node id and copy-paste examples."""
     home = stack.data_dir / "node"
     model = home / "models" / "tiny-llama.gguf"
     key_file = stack.data_dir / "local-api-key"
@@ -41,6 +45,11 @@ def start_local_node(stack: Stack, port: int, *, control_plane: str) -> list[str
             _host(home, "enroll", "--control-plane", control_plane), check=True, capture_output=True
         )
         enrolled.touch()
+    # The owner's consent to serve the model to the network (paid, network_beta tier).
+    subprocess.run(_host(home, "models", "offer", MODEL), check=True, capture_output=True)
+    node_id = subprocess.run(
+        _host(home, "id"), check=True, capture_output=True, text=True
+    ).stdout.strip()
     stack.spawn("node", *_host(home, "run", "--port", str(port), "--model", str(model)))
     base = f"http://127.0.0.1:{port}/v1"
     hints = ["Try the local node (the key is read from a file, never put in argv):"]
@@ -56,4 +65,4 @@ def start_local_node(stack: Stack, port: int, *, control_plane: str) -> list[str
         'print(c.chat.completions.create(model="tiny-llama", max_tokens=16, '
         'messages=[{"role": "user", "content": "hi"}]))\''
     )
-    return hints
+    return node_id, hints

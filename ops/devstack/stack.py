@@ -142,10 +142,7 @@ def run_dev_stack(data_dir: Path, *, with_node: bool = True) -> int:
             console.print(f"[red]the stack did not come up; logs in {stack.data_dir}[/red]")
             return 1
         if with_node:
-            from ops.devstack.local_node import start_local_node
-
-            with console.status("starting the local node…"):
-                hints = start_local_node(stack, NODE_PORT, control_plane=api)
+            hints = _start_node(stack, api)
         _print_urls(stack, api)
         for line in hints:
             console.print(line, highlight=False, markup=False)
@@ -159,6 +156,22 @@ def run_dev_stack(data_dir: Path, *, with_node: bool = True) -> int:
     finally:
         with console.status("stopping…"):
             stack.stop()
+
+
+def _start_node(stack: DevStack, api: str) -> list[str]:
+    from ops.devstack.local_node import MODEL, start_local_node
+    from ops.devstack.network_seed import SeedFailed, gateway_hints, seed_network
+
+    with console.status("starting the local node…"):
+        node_id, hints = start_local_node(stack, NODE_PORT, control_plane=api)
+    token = (stack.data_dir / "control-plane" / "admin-token").read_text().strip()
+    try:
+        with console.status("route, dev registry evidence, observed benchmark, demo customer…"):
+            key_file = seed_network(api, token, node_id, MODEL, stack.data_dir)
+    except SeedFailed as exc:
+        console.print(f"[yellow]Network Mode demo not ready: {exc}[/yellow]")
+        return hints
+    return [*hints, *gateway_hints(api, key_file, MODEL)]
 
 
 def _print_urls(stack: DevStack, api: str) -> None:
