@@ -11,6 +11,7 @@ import msgspec
 from domain.canonical import b64decode, sha256_hex
 from domain.envelope import EnvelopeBody, StoredEvent, decode_body, event_hash, split_wire
 from domain.events import (
+    CustomerDebited,
     Event,
     LedgerCheckpointed,
     NodeEnrolled,
@@ -21,6 +22,7 @@ from domain.events import (
     decode_payload,
 )
 from domain.merkle import Frontier, leaf_hash, verify_consistency
+from domain.receipts import verify_receipt
 from domain.signing import Keyring
 
 
@@ -35,6 +37,7 @@ class Reason(StrEnum):
     SEQUENCE_GAP = "sequence_gap"
     UNKNOWN_NODE_KEY = "unknown_node_key"
     BAD_NODE_SIGNATURE = "bad_node_signature"
+    BAD_RECEIPT = "bad_receipt"
     CHECKPOINT_MISMATCH = "checkpoint_mismatch"
     CHECKPOINT_INCONSISTENT = "checkpoint_inconsistent"
     TRUNCATED = "truncated"
@@ -115,6 +118,7 @@ class LogVerifier:
         if isinstance(outcome, Problem):
             return [*problems, outcome]
         problems.extend(self._check_node_evidence(stored, outcome))
+        problems.extend(self._check_receipt(stored, outcome))
         if stored.stream not in self.unchained_streams:
             problems.extend(self._check_chain(stored, outcome))
             problems.extend(self._check_checkpoint(stored, outcome))
@@ -162,6 +166,28 @@ class LogVerifier:
             Reason.UNKNOWN_NODE_KEY if evidence.key_id not in keys else Reason.BAD_NODE_SIGNATURE
         )
         return [_problem(stored, reason, failure, outcome.body.event_id)]
+
+    def _check_receipt(self, stored: StoredEvent, outcome: Verified) -> list[Problem]:
+        """A debit holds the node's signed receipt verbatim: its hash must be over its body
+        and its signature by a key the log gave that node before this event."""
+        debit = outcome.event
+        if not isinstance(debit, CustomerDebited):
+            return []
+        receipt = debit.receipt
+        node_id = receipt.body.node_id
+        keys = self._node_keys.get(node_id, Keyring())
+        failure = verify_receipt(receipt, keys)
+        if failure is None:
+            return []
+        if failure == "receipt_hash_mismatch":
+            reason, detail = Reason.BAD_RECEIPT, "the receipt hash is not over its body"
+        elif receipt.body.key_id not in keys:
+            reason = Reason.UNKNOWN_NODE_KEY
+            detail = f"node {node_id} has no key {receipt.body.key_id} in the log"
+        else:
+            reason, detail = Reason.BAD_RECEIPT, f"node {node_id}'s receipt signature is invalid"
+        detail += f" (receipt {receipt.receipt_hash}, reservation {debit.reservation_id})"
+        return [_problem(stored, reason, detail, outcome.body.event_id)]
 
     def _check_checkpoint(self, stored: StoredEvent, outcome: Verified) -> list[Problem]:
         checkpoint = outcome.event

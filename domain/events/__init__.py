@@ -48,7 +48,18 @@ from domain.events.node import (
     NodeRevoked,
     NodeState,
 )
+from domain.events.payouts import (
+    PAYOUT_EVENTS,
+    PayoutBatchCreated,
+    PayoutBatchEvent,
+    PayoutBatchFinalized,
+    PayoutBatchPreviewed,
+    PayoutBatchSubmitted,
+    PayoutRow,
+    SettlementAnchored,
+)
 from domain.events.protocol import ProtocolObserved
+from domain.events.reconciliation import ReconciliationCompleted
 from domain.events.route import (
     ROUTE_EVENTS,
     RouteConnected,
@@ -76,6 +87,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         *ROUTE_EVENTS,
         BenchmarkObserved,
         *BILLING_EVENTS,
+        *PAYOUT_EVENTS,
+        ReconciliationCompleted,
     )
 }
 
@@ -145,8 +158,15 @@ __all__ = [
     "NodePayoutCreated",
     "NodeRevoked",
     "NodeState",
+    "PayoutBatchCreated",
+    "PayoutBatchEvent",
+    "PayoutBatchFinalized",
+    "PayoutBatchPreviewed",
+    "PayoutBatchSubmitted",
+    "PayoutRow",
     "PriceEntry",
     "ProtocolObserved",
+    "ReconciliationCompleted",
     "ReservationAwaitingReceipt",
     "ReservationClaimed",
     "ReservationCreated",
@@ -157,6 +177,7 @@ __all__ = [
     "RouteProbed",
     "RouteState",
     "SchemaMismatch",
+    "SettlementAnchored",
     "SignerKeyPublished",
     "SupportGrantIssued",
     "SupportGrantRevoked",
