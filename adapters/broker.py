@@ -44,6 +44,7 @@ from domain.routes import decide_connected, decide_disconnected, route_state
 log = logging.getLogger("b3iq.broker")
 
 _STREAM_TO = "B3iq-Stream-To"
+PROBES_PER_SLICE = 200
 _relay_in = msgspec.json.Decoder(Dispatch | Cancel)
 _relay_out = msgspec.json.Decoder(Reply)
 
@@ -113,6 +114,8 @@ class Broker:
             rtt = await conn.ping(self.probe_timeout_s)
         except (TimeoutError, RouteClosed):
             conn.close("probe_failed")
+            return
+        if conn.closed.is_set():  # replaced while we pinged: the newer session records itself
             return
 
         def decide(tail: Decoded | None) -> list[Event]:
@@ -260,6 +263,13 @@ class Broker:
                 log.warning("route probes not recorded: %s", type(exc).__name__)
 
     async def _record_probes(self, results: list[tuple[NodeConnection, float | None]]) -> None:
+        """In slices, yielding between them: signing thousands of probes at once would hold
+        the event loop (and every routed request on it) for seconds."""
+        for start in range(0, len(results), PROBES_PER_SLICE):
+            await self._record_probe_slice(results[start : start + PROBES_PER_SLICE])
+            await asyncio.sleep(0)
+
+    async def _record_probe_slice(self, results: list[tuple[NodeConnection, float | None]]) -> None:
         now = self._clock()
         events: list[tuple[str, Event]] = [
             (

@@ -47,6 +47,8 @@ async def serve(settings: Settings, *, shared_port: bool = False) -> None:
         server_header=False,
         # Nodes' long-polls would hold a shutdown for their whole wait; they poll again.
         timeout_graceful_shutdown=settings.shutdown_grace_s,
+        # Nodes dial without compression; offering it would cost every route ~45 KiB.
+        ws_per_message_deflate=False,
     )
     sockets = [listening_socket(settings.host, settings.port)] if shared_port else None
     await uvicorn.Server(config).serve(sockets=sockets)

@@ -11,6 +11,9 @@ import msgspec
 
 from domain.receipts import Receipt
 
+BROKER_PATH = "/v1/broker/connect"
+"""Where a node dials its broker WebSocket (the upgrade is a signed GET of this path)."""
+
 
 class Dispatch(msgspec.Struct, frozen=True, tag="dispatch"):
     id: str

@@ -89,6 +89,13 @@ class NodeServices:
             result.append(self._with_policy(profile))
         return result
 
+    def offered_to_network(self, model: str) -> bool:
+        """The owner's consent for this model (cheap: asked on every routed request)."""
+        if model not in self.runtimes:
+            return False
+        stored = self.db.get_meta(PROFILE_POLICY + model)
+        return stored is not None and bool(msgspec.json.decode(stored).get("network_eligible"))
+
     def _with_policy(self, profile: ModelProfile) -> ModelProfile:
         """The operator's profile policy (set_profile_policy), if one was set for the model."""
         stored = self.db.get_meta(PROFILE_POLICY + profile.model)

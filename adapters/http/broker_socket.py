@@ -17,13 +17,12 @@ from adapters.http.problems import ApiError, Problem, ProblemBody
 from adapters.node_auth import NodeAuthenticator
 from adapters.outages import TRANSIENT
 from adapters.route_connection import NodeConnection
-from domain.broker_frames import from_node
+from domain.broker_frames import BROKER_PATH, from_node
 from domain.node_requests import NODE_ID
 from domain.nodes import ENROLLED
 
 log = logging.getLogger("b3iq.broker")
 
-PATH = "/v1/broker/connect"
 _encoder = msgspec.json.Encoder()
 
 
@@ -35,7 +34,7 @@ async def serve_socket(
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
     try:
         node_id = headers.get(NODE_ID, "")
-        known = await auth.authenticate(node_id, "GET", PATH, headers, b"")
+        known = await auth.authenticate(node_id, "GET", BROKER_PATH, headers, b"")
         if known.state.status != ENROLLED:
             raise ApiError(403, "forbidden", "Forbidden", f"the node is {known.state.status}")
     except ApiError as exc:
@@ -108,7 +107,7 @@ class BrokerEntrance:
         self._auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope.get("path") == PATH:
+        if scope["type"] == "websocket" and scope.get("path") == BROKER_PATH:
             await serve_socket(scope, receive, send, self._broker, self._auth)
             return
         await self._app(scope, receive, send)  # type: ignore[operator]

@@ -18,7 +18,18 @@ import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from domain.broker_frames import Cancel, Chunk, Dispatch, Done, Failed, Ping, Pong, encode, to_node
+from domain.broker_frames import (
+    BROKER_PATH,
+    Cancel,
+    Chunk,
+    Dispatch,
+    Done,
+    Failed,
+    Ping,
+    Pong,
+    encode,
+    to_node,
+)
 from node.api.schemas import ChatCompletionRequest
 from node.completions import CompletionService
 from node.errors import NodeError
@@ -27,7 +38,6 @@ from node.services import NodeServices
 
 log = logging.getLogger("b3iq.node.route")
 
-BROKER_PATH = "/v1/broker/connect"
 _request = msgspec.json.Decoder(ChatCompletionRequest)
 
 
@@ -78,8 +88,14 @@ class RouteClient:
 
     async def _session(self, url: str, stop: asyncio.Event) -> None:
         headers = self._client.signed_headers("GET", BROKER_PATH, b"")
+        # No permessage-deflate: it halves what each idle route costs the broker, and chat
+        # frames are small (compression cost more time than it saved bytes).
         async with connect(
-            url, additional_headers=headers, max_size=16 * 2**20, open_timeout=10
+            url,
+            additional_headers=headers,
+            max_size=16 * 2**20,
+            open_timeout=10,
+            compression=None,
         ) as ws:
             self._set_connected(True)
             log.info("broker route up")
@@ -97,7 +113,13 @@ class RouteClient:
 
     async def _read(self, ws: ClientConnection) -> None:
         async for message in ws:
-            frame = to_node.decode(message)
+            try:
+                frame = to_node.decode(message)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                # A newer control plane may send frames this node does not know: skip them
+                # rather than drop the route.
+                log.warning("skipped an unknown frame from the broker")
+                continue
             if isinstance(frame, Ping):
                 await ws.send(encode(Pong(frame.id)))
             elif isinstance(frame, Dispatch):
@@ -129,8 +151,7 @@ class RouteClient:
 
     async def _run(self, ws: ClientConnection, frame: Dispatch, arrived: float) -> Done:
         request = _request.decode(frame.request)
-        profile = next((p for p in self._services.profiles() if p.model == request.model), None)
-        if profile is None or not profile.network_eligible:
+        if not self._services.offered_to_network(request.model):
             raise NodeError(
                 403,
                 "model_not_network_eligible",
