@@ -5,6 +5,7 @@ The first start writes a bootstrap admin token to a 0600 file; it is never logge
 
 import os
 import secrets
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -34,19 +35,35 @@ def _hash(secret: str) -> str:
 
 
 class AdminTokens:
+    CACHE_S = 1.0
+    """A valid token is trusted this long without asking Postgres again (a revocation
+    takes effect within it): the lookup cost more than the rest of a diagnostic call."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._valid: dict[str, tuple[float, AdminSession]] = {}
 
     async def authenticate(self, secret: str) -> AdminSession | None:
         if not secret.startswith(PREFIX):
             return None
+        digest = _hash(secret)
+        cached = self._valid.get(digest)
+        if cached is not None and time.monotonic() - cached[0] < self.CACHE_S:
+            return cached[1]
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
                 "SELECT token_id, name, role, created_at FROM admin_tokens"
                 " WHERE token_hash = $1 AND revoked_at IS NULL",
-                _hash(secret),
+                digest,
             )
-        return None if row is None else AdminSession(**dict(row))
+        if row is None:
+            self._valid.pop(digest, None)
+            return None
+        if len(self._valid) > 1000:
+            self._valid.clear()
+        session = AdminSession(**dict(row))
+        self._valid[digest] = (time.monotonic(), session)
+        return session
 
     async def create(self, name: str, role: str) -> tuple[AdminSession, str]:
         """A new token; its secret is returned once and kept nowhere."""
