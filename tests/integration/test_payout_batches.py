@@ -4,6 +4,9 @@ moves the batch to submitted and finalized, and no payout ever lands in two batc
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -33,6 +36,8 @@ from tests.conftest import Servers
 from tests.integration.test_billing import KEYS, NODE, reserve
 from tests.integration.test_managed import Harness, _harness
 from tests.integration.test_reconcile import workload
+
+B3IQ = str(Path(sys.executable).parent / "b3iq")
 
 
 @pytest.fixture
@@ -191,4 +196,61 @@ async def test_concurrent_creates_never_share_a_payout(cp: Harness) -> None:
     assert all(isinstance(r, Refused) and r.code == "nothing_to_batch" for r in refused), refused
     claimed = [r.payout_id for b in made for r in b.rows]
     assert len(claimed) == len(set(claimed)) == 17
+    await assert_reconciles(cp)
+
+
+async def test_the_cli_batches_proves_and_settles(
+    cp: Harness, servers: Servers, database_url: str, tmp_path: Path
+) -> None:
+    await workload(cp)
+    env = {
+        **os.environ,
+        "B3IQ_NATS_URL": servers.nats_url,
+        "B3IQ_DATABASE_URL": database_url,
+        "B3IQ_STREAM_PREFIX": cp.plane.topology.prefix,
+        "B3IQ_DATA_DIR": str(cp.plane.settings.data_dir),
+        "COLUMNS": "200",
+    }
+
+    def b3iq(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [B3IQ, "payouts", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    async def ok(*args: str) -> str:
+        done = await asyncio.to_thread(b3iq, *args)
+        assert done.returncode == 0, done.stderr + done.stdout
+        return done.stdout
+
+    assert "claims nothing" in await ok("batch", "--preview")
+    made = await ok("batch", "--by", "ops")
+    fields = dict(
+        line.split(" ", 1)
+        for line in made.splitlines()
+        if line.startswith(("batch_id ", "payout_count ", "merkle_root "))
+    )
+    assert fields["payout_count"] == "6"
+    batch_id = fields["batch_id"]
+    refused = await asyncio.to_thread(b3iq, "batch")
+    assert refused.returncode == 1
+    assert "nothing_to_batch" in refused.stderr
+
+    payout_id = next(iter(await payouts(cp)))
+    proof_file = tmp_path / "cli-proof.json"
+    proof_file.write_text(await ok("prove", batch_id, payout_id))
+    assert msgspec.json.decode(proof_file.read_bytes())["merkle_root"] == fields["merkle_root"]
+    assert "OK" in await ok("check-proof", str(proof_file))
+
+    submitted = await ok("submit", batch_id)
+    assert "no on-chain settlement adapter is included" in " ".join(submitted.split())
+    assert "finalized" in await ok("finalize", batch_id)
+    await cp.project()
+    listed = await ok("list")
+    assert batch_id in listed
+    assert "finalized" in listed and "preview" in listed
     await assert_reconciles(cp)
