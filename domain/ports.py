@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import NamedTuple, Protocol
 
 from domain.envelope import StoredEvent
+from domain.payout_batches import BatchHead
 from domain.sealing import Sealed
 
 
@@ -101,3 +102,22 @@ class ProtocolRegistry(Protocol):
     """Registration, activity and stake of nodes; an on-chain reader can implement it."""
 
     async def status(self, node_id: str) -> ProtocolStatus | None: ...
+
+
+class SettlementTarget(Protocol):
+    """Where payout batches are settled. A target is told a batch's root, count and total;
+    the rows stay with us (each provable against the root). Both calls must be idempotent
+    for one batch: a retry returns what the first call recorded."""
+
+    @property
+    def name(self) -> str:
+        """Recorded in ``PayoutBatchSubmitted.target`` (e.g. ``local-anchor``)."""
+        ...
+
+    async def submit(self, batch: BatchHead) -> str:
+        """Record the batch with the target; returns the reference it was recorded under."""
+        ...
+
+    async def finalize(self, batch: BatchHead, reference: str) -> str:
+        """Confirm the batch submitted under ``reference``; returns the confirmation."""
+        ...

@@ -13,6 +13,7 @@ from domain.ports import StoreUnavailable
 from ops.audit_cli import add_audit_commands
 from ops.billing_cli import add_billing_commands
 from ops.cli_support import console, run, settings_from
+from ops.payouts_cli import add_payouts_commands
 
 EXIT_UNAVAILABLE = 2
 
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_audit_commands(sub)
     add_billing_commands(sub)
+    add_payouts_commands(sub)
 
     dev = sub.add_parser("dev", help="run the whole stack locally with embedded servers")
     dev.add_argument("--data-dir", default=".b3iq", help="where everything lives (./.b3iq)")

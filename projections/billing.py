@@ -1,5 +1,7 @@
 """Billing read models from the customers' subjects and the price book: accounts, entries,
-reservations, gateway keys (public fields), prices, node payouts and accepted receipts."""
+reservations, gateway keys (public fields), prices, node payouts and accepted receipts; and
+payout batches from ``payout_batch.<id>`` (here, so that a payout's ``batch_id`` and its
+batch move in the same transaction and under the same checkpoint as the payout itself)."""
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -20,11 +22,17 @@ from domain.events import (
     GatewayKeyRevoked,
     ModelPriceSet,
     NodePayoutCreated,
+    PayoutBatchCreated,
+    PayoutBatchEvent,
+    PayoutBatchFinalized,
+    PayoutBatchPreviewed,
+    PayoutBatchSubmitted,
     ReservationAwaitingReceipt,
     ReservationClaimed,
     ReservationCreated,
     ReservationReleased,
 )
+from domain.payout_batches import STATE_AFTER
 from projections.db import Database
 
 _json = msgspec.json.Encoder()
@@ -99,6 +107,29 @@ _PAYOUT = (
     "state",
     "created_at",
 )
+_BATCH = (
+    "state",
+    "payout_count",
+    "total_amount_wei",
+    "merkle_root",
+    "up_to_seq",
+    "target",
+    "reference",
+    "confirmation",
+    "created_by",
+    "created_at",
+    "submitted_at",
+    "finalized_at",
+    "updated_at",
+    "last_event_id",
+    "last_seq",
+)
+PAYOUT_STATE = {
+    PayoutBatchCreated: "batched",
+    PayoutBatchSubmitted: "submitted",
+    PayoutBatchFinalized: "finalized",
+}
+"""node_payouts.state once a batch claims the payout (``pending`` before)."""
 _RECEIPT = (
     "receipt_hash",
     "node_id",
@@ -134,6 +165,9 @@ class _Batch:
         self.entries: list[tuple[Any, ...]] = []
         self.payouts: list[tuple[Any, ...]] = []
         self.receipts: list[tuple[Any, ...]] = []
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.payout_moves: list[tuple[str, str, Any]] = []
+        """(what, batch id, …) in log order: claims of payouts, then their state."""
 
     def customer(self, p: Decoded, e: CustomerEvent) -> None:
         row = self.customers.setdefault(e.customer_id, {})
@@ -256,6 +290,35 @@ class _Batch:
                 )
             )
 
+    def batch(self, p: Decoded, e: PayoutBatchEvent) -> None:
+        row = self.batches.setdefault(e.batch_id, {})
+        at = p.body.occurred_at
+        row.update(
+            state=STATE_AFTER[type(e)],
+            merkle_root=e.merkle_root,
+            updated_at=at,
+            last_event_id=p.body.event_id,
+            last_seq=p.seq,
+        )
+        if isinstance(e, PayoutBatchPreviewed | PayoutBatchCreated):
+            row.update(
+                payout_count=e.payout_count,
+                total_amount_wei=int(e.total_amount_wei),
+                up_to_seq=e.up_to_seq,
+                created_by=e.by,
+                created_at=at,
+            )
+        if isinstance(e, PayoutBatchCreated):
+            ids = [r.payout_id for r in e.rows]
+            self.payout_moves.append(("claim", e.batch_id, ids))
+        elif isinstance(e, PayoutBatchSubmitted):
+            row.update(target=e.target, reference=e.reference, submitted_at=at)
+        elif isinstance(e, PayoutBatchFinalized):
+            row.update(target=e.target, confirmation=e.reference, finalized_at=at)
+        state = PAYOUT_STATE.get(type(e))
+        if state is not None and not isinstance(e, PayoutBatchCreated):
+            self.payout_moves.append(("state", e.batch_id, state))
+
     def price(self, p: Decoded, e: ModelPriceSet) -> None:
         self.prices[(e.model, e.profile_id or "")] = (
             e.model,
@@ -281,6 +344,7 @@ class BillingProjection:
         "model_prices",
         "node_payouts",
         "receipts_accepted",
+        "payout_batches",
     )
 
     async def apply(self, db: Database, batch: Sequence[Decoded]) -> None:
@@ -294,6 +358,8 @@ class BillingProjection:
                 b.money(p, e)
             elif isinstance(e, ModelPriceSet):
                 b.price(p, e)
+            elif isinstance(e, PayoutBatchEvent):
+                b.batch(p, e)
         await _write(db, b)
 
 
@@ -328,3 +394,20 @@ async def _write(db: Database, b: _Batch) -> None:
         await db.executemany(_insert("node_payouts", _PAYOUT, "payout_id"), b.payouts)
     if b.receipts:
         await db.executemany(_insert("receipts_accepted", _RECEIPT, "receipt_hash"), b.receipts)
+    if b.batches:
+        await db.executemany(
+            _upsert("payout_batches", ("batch_id",), _BATCH),
+            [(bid, *(row.get(c) for c in _BATCH)) for bid, row in b.batches.items()],
+        )
+    for what, batch_id, arg in b.payout_moves:  # after the payouts they claim are written
+        if what == "claim":
+            await db.execute(
+                "UPDATE node_payouts SET batch_id = $1, state = 'batched'"
+                " WHERE payout_id = ANY($2::text[]) AND batch_id IS NULL",
+                batch_id,
+                arg,
+            )
+        else:
+            await db.execute(
+                "UPDATE node_payouts SET state = $2 WHERE batch_id = $1", batch_id, arg
+            )

@@ -61,10 +61,10 @@ async def reservations(db: Database) -> list[ReservationRow]:
 
 async def payouts(db: Database) -> list[PayoutRowModel]:
     rows = await db.fetch(
-        "SELECT payout_id, node_id, reservation_id, receipt_hash, amount_wei, fee_wei"
+        "SELECT payout_id, node_id, reservation_id, receipt_hash, amount_wei, fee_wei, batch_id"
         " FROM node_payouts"
     )
-    return [PayoutRowModel(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), None) for r in rows]
+    return [PayoutRowModel(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6]) for r in rows]
 
 
 async def receipt_hashes(db: Database) -> list[str]:
