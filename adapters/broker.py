@@ -27,7 +27,6 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from adapters.node_auth import NodeDirectory
@@ -43,7 +42,8 @@ from domain.routes import decide_connected, decide_disconnected, route_state
 
 log = logging.getLogger("b3iq.broker")
 
-_STREAM_TO = "B3iq-Stream-To"
+STATUS, NO_RESPONDERS = "Status", "503"
+"""How the NATS server marks a message nobody was subscribed to receive."""
 PROBES_PER_SLICE = 200
 _relay_in = msgspec.json.Decoder(Dispatch | Cancel)
 _relay_out = msgspec.json.Decoder(Reply)
@@ -169,27 +169,27 @@ class Broker:
             yield frame
 
     async def _relay(self, nc: Client, node_id: str, request: bytes) -> AsyncIterator[Reply]:
+        """Publish to the holder with our inbox as the reply subject: the holder streams
+        the replies there, and with no holder the server itself answers "no responders"
+        at once (no acknowledgement round trip on the way)."""
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox)
         request_id = uuid7()
         subject = self._topology.route_subject(node_id)
         finished = False
         try:
-            try:
-                await nc.request(
-                    subject,
-                    encode(Dispatch(request_id, msgspec.Raw(request))),
-                    timeout=self.probe_timeout_s,
-                    headers={_STREAM_TO: inbox},
-                )
-            except (NoRespondersError, NatsTimeout):
-                raise RouteUnavailable(node_id) from None
+            await nc.publish(
+                subject, encode(Dispatch(request_id, msgspec.Raw(request))), reply=inbox
+            )
             while True:
                 try:
                     msg = await sub.next_msg(timeout=self.reply_timeout_s)
                 except NatsTimeout:
                     yield Failed(request_id, 504, "route_timeout", "the node did not answer")
                     return
+                if msg.headers and msg.headers.get(STATUS) == NO_RESPONDERS:
+                    finished = True
+                    raise RouteUnavailable(node_id)
                 frame = _relay_out.decode(msg.data)
                 finished = isinstance(frame, Done | Failed)
                 yield frame
@@ -213,13 +213,15 @@ class Broker:
             if task is not None:
                 task.cancel()
             return
-        stream_to = (msg.headers or {}).get(_STREAM_TO)
         node_id = msg.subject.rsplit(".", 1)[-1]
         conn = self.connections.get(node_id)
-        if not stream_to or conn is None or conn.closed.is_set():
-            return  # no answer: the requester times out rather than misroutes
-        await msg.respond(b"")
-        task = asyncio.create_task(self._serve_relayed(stream_to, conn, frame))
+        if not msg.reply:
+            return
+        if conn is None or conn.closed.is_set():  # it left us a moment ago: say so now
+            gone = Failed(frame.id, 503, "route_unavailable", "the node's route is down")
+            await msg.respond(encode(gone))
+            return
+        task = asyncio.create_task(self._serve_relayed(msg.reply, conn, frame))
         self._relayed[frame.id] = task
         task.add_done_callback(lambda _: self._relayed.pop(frame.id, None))
 

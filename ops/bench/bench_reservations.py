@@ -74,6 +74,7 @@ async def _plane(env: Env, data_dir: Path) -> ControlPlane:
         stream_prefix=env.prefix + "res",
         data_dir=data_dir,
         billing_max_open_reservations=10_000,
+        billing_finished_kept=Settings.from_env().billing_finished_kept,
     )
     pool = await create_pool(env.dsn, schema=env.schema, max_size=4)
     return await bootstrap(settings, pool=pool)
