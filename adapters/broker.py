@@ -27,7 +27,6 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import TimeoutError as NatsTimeout
 
 from adapters.node_auth import NodeDirectory
 from adapters.recorder import Recorder
@@ -78,6 +77,10 @@ class Broker:
         self._nc: Client | None = None
         self._follow: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._inbox = ""
+        self._inbox_sub: Subscription | None = None
+        self._awaiting: dict[str, asyncio.Queue[Msg]] = {}
+        """Relayed requests of ours, by request id: their replies, as they arrive."""
 
     async def start(self, nc: Client | None) -> None:
         """With NATS: answer for held nodes, and let go of a node another process took."""
@@ -86,6 +89,10 @@ class Broker:
             self._follow = await nc.subscribe(
                 f"{self._topology.prefix}.ev.route.*", cb=self._on_route_event
             )
+            # One inbox for every request this process relays: no subscribe and
+            # unsubscribe round trip per request.
+            self._inbox = nc.new_inbox()
+            self._inbox_sub = await nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
         self._spawn(self._probe_forever())
 
     async def close(self) -> None:
@@ -94,9 +101,10 @@ class Broker:
         for conn in list(self.connections.values()):
             conn.close("shutdown")
             await self.detach(conn)
-        if self._follow is not None:
-            with contextlib.suppress(Exception):
-                await self._follow.unsubscribe()
+        for sub in (self._follow, self._inbox_sub):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
 
     # -- connections held here ------------------------------------------------------
 
@@ -169,22 +177,21 @@ class Broker:
             yield frame
 
     async def _relay(self, nc: Client, node_id: str, request: bytes) -> AsyncIterator[Reply]:
-        """Publish to the holder with our inbox as the reply subject: the holder streams
+        """Publish to the holder with a reply subject under our inbox: the holder streams
         the replies there, and with no holder the server itself answers "no responders"
         at once (no acknowledgement round trip on the way)."""
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox)
         request_id = uuid7()
+        replies: asyncio.Queue[Msg] = asyncio.Queue()
+        self._awaiting[request_id] = replies
         subject = self._topology.route_subject(node_id)
+        dispatch = encode(Dispatch(request_id, msgspec.Raw(request)))
         finished = False
         try:
-            await nc.publish(
-                subject, encode(Dispatch(request_id, msgspec.Raw(request))), reply=inbox
-            )
+            await nc.publish(subject, dispatch, reply=f"{self._inbox}.{request_id}")
             while True:
                 try:
-                    msg = await sub.next_msg(timeout=self.reply_timeout_s)
-                except NatsTimeout:
+                    msg = await asyncio.wait_for(replies.get(), self.reply_timeout_s)
+                except TimeoutError:
                     yield Failed(request_id, 504, "route_timeout", "the node did not answer")
                     return
                 if msg.headers and msg.headers.get(STATUS) == NO_RESPONDERS:
@@ -196,11 +203,15 @@ class Broker:
                 if finished:
                     return
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            self._awaiting.pop(request_id, None)
             if not finished:
                 with contextlib.suppress(Exception):
                     await nc.publish(subject, encode(Cancel(request_id)))
+
+    async def _on_reply(self, msg: Msg) -> None:
+        replies = self._awaiting.get(msg.subject.rsplit(".", 1)[-1])
+        if replies is not None:  # else a reply to a request we gave up on
+            replies.put_nowait(msg)
 
     async def _on_relay(self, msg: Msg) -> None:
         """Another process asks us to run a request on a node we hold."""
