@@ -229,7 +229,21 @@ class Gateway:
         )
         if reservation.existing:
             return _replayed(reservation, request.model)
-        dispatched = msgspec.json.encode(body)
+        try:
+            return await self._dispatch(reservation, found, msgspec.json.encode(body), arrived)
+        except BaseException:
+            # Refused, failed, or the client left mid-wait: the hold goes back, no debit
+            # (a reservation that already settled keeps its outcome).
+            self._spawn(self.billing.release(reservation, "dispatch_failed"))
+            raise
+
+    async def _dispatch(
+        self,
+        reservation: Reservation,
+        found: list[Candidate],
+        dispatched: bytes,
+        arrived: float,
+    ) -> Completed | Streaming:
         for candidate in found[:2]:  # the first, then one retry
             frames = self._broker.dispatch(candidate.node_id, dispatched)
             try:
@@ -239,14 +253,12 @@ class Gateway:
                 continue
             if isinstance(first, Failed):
                 if 400 <= first.status < 500 and first.code != "model_not_network_eligible":
-                    await self.billing.release(reservation, f"refused:{first.code}")
                     raise ApiError(first.status, first.code, "Bad Request", first.message)
                 self._pause(candidate.node_id)
                 continue
             if isinstance(first, Done):
                 return await self._completed(reservation, candidate, first, arrived)
             return Streaming(self._stream(reservation, candidate, first, frames))
-        await self.billing.release(reservation, "dispatch_failed")
         raise ApiError(502, "router_dispatch_failed", "Bad Gateway", "no candidate answered")
 
     def _pause(self, node_id: str) -> None:
@@ -267,11 +279,7 @@ class Gateway:
         self, reservation: Reservation, candidate: Candidate, done: Done, arrived: float
     ) -> Completed:
         receipt = done.receipt
-        try:
-            await self._check(candidate, receipt.body.model, receipt)
-        except ApiError:
-            await self.billing.release(reservation, "receipt_refused")
-            raise
+        await self._check(candidate, receipt.body.model, receipt)  # refused: released above
         response = msgspec.json.decode(done.response)
         response["b3iq"] = {
             "runtime_kind": receipt.body.runtime_kind,
