@@ -158,3 +158,23 @@ async def world(
                     await served.stop()
             await second.close()
             await node.close()
+
+
+@pytest.fixture
+async def paid(world: World) -> World:
+    async with httpx.AsyncClient(base_url=world.one.url, timeout=60) as http:
+        observed = await http.post(
+            f"/v1/admin/nodes/{world.node_id}/protocol",
+            json={"registered": True, "active": True, "stake_wei": "1000", "source": "test"},
+            headers=world.admin(),
+        )
+        assert observed.status_code == 201, observed.text
+        await world.allow_public()
+        bench = await http.post(
+            f"/v1/nodes/{world.node_id}/benchmarks", json={"model": "tiny"}, headers=world.admin()
+        )
+        assert bench.status_code == 201, bench.text
+    await world.cp.project()
+    readiness = await world.cp.readiness(world.node_id, "tiny")
+    assert readiness["models"][0]["blockers"] == []  # type: ignore[index]
+    return world

@@ -1,5 +1,5 @@
-"""Fixtures shared by the route, benchmark and gateway tests."""
+"""Fixtures shared by the route, benchmark, gateway and secret-hygiene tests."""
 
-from tests.route_support import tiny, world
+from tests.route_support import paid, tiny, world
 
-__all__ = ["tiny", "world"]
+__all__ = ["paid", "tiny", "world"]

@@ -21,26 +21,6 @@ from tests.route_support import World
 PROMPT = "zebra-quartz-4711 says hello"
 
 
-@pytest.fixture
-async def paid(world: World) -> World:
-    async with httpx.AsyncClient(base_url=world.one.url, timeout=60) as http:
-        observed = await http.post(
-            f"/v1/admin/nodes/{world.node_id}/protocol",
-            json={"registered": True, "active": True, "stake_wei": "1000", "source": "test"},
-            headers=world.admin(),
-        )
-        assert observed.status_code == 201, observed.text
-        await world.allow_public()
-        bench = await http.post(
-            f"/v1/nodes/{world.node_id}/benchmarks", json={"model": "tiny"}, headers=world.admin()
-        )
-        assert bench.status_code == 201, bench.text
-    await world.cp.project()
-    readiness = await world.cp.readiness(world.node_id, "tiny")
-    assert readiness["models"][0]["blockers"] == []  # type: ignore[index]
-    return world
-
-
 async def account(world: World, secret: str) -> dict[str, Any]:
     for plane in (world.one.plane, world.two.plane):
         await plane.gateway.drain()
