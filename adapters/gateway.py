@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import asyncpg
 import msgspec
@@ -20,14 +20,15 @@ from msgspec import Meta
 
 from adapters.billing import Billing, GatewayPrincipal, Reservation
 from adapters.broker import Broker, RouteUnavailable
+from adapters.http import sse
 from adapters.http.problems import ApiError
-from adapters.node_auth import NodeDirectory
+from adapters.node_auth import NodeDirectory, require_receipt
 from domain.billing.state import INFERENCE, OPEN_STATES, Policy
 from domain.broker_frames import Chunk, Done, Failed, Reply
 from domain.canonical import sha256_hex
 from domain.ids import uuid7
 from domain.readiness import Policy as GatePolicy
-from domain.receipts import Receipt, verify_receipt
+from domain.receipts import Receipt
 from projections.node_queries import Candidate, NodeFilter, candidates, list_nodes, servable_models
 
 log = logging.getLogger("b3iq.gateway")
@@ -67,6 +68,13 @@ class HostedRequest(msgspec.Struct, frozen=True, kw_only=True):
     max_tokens: Annotated[int, Meta(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None
     n: Annotated[int, Meta(ge=1)] | None = None
+
+
+class _Job(NamedTuple):
+    reservation: Reservation
+    model: str
+    arrived: float
+    """perf_counter() when the request arrived: the gateway's latency starts there."""
 
 
 class Completed(msgspec.Struct, frozen=True):
@@ -229,8 +237,9 @@ class Gateway:
         )
         if reservation.existing:
             return _replayed(reservation, request.model)
+        job = _Job(reservation, request.model, arrived)
         try:
-            return await self._dispatch(reservation, found, msgspec.json.encode(body), arrived)
+            return await self._dispatch(job, found, msgspec.json.encode(body))
         except BaseException:
             # Refused, failed, or the client left mid-wait: the hold goes back, no debit
             # (a reservation that already settled keeps its outcome).
@@ -238,11 +247,7 @@ class Gateway:
             raise
 
     async def _dispatch(
-        self,
-        reservation: Reservation,
-        found: list[Candidate],
-        dispatched: bytes,
-        arrived: float,
+        self, job: _Job, found: list[Candidate], dispatched: bytes
     ) -> Completed | Streaming:
         for candidate in found[:2]:  # the first, then one retry
             frames = self._broker.dispatch(candidate.node_id, dispatched)
@@ -257,40 +262,31 @@ class Gateway:
                 self._pause(candidate.node_id)
                 continue
             if isinstance(first, Done):
-                return await self._completed(reservation, candidate, first, arrived)
-            return Streaming(self._stream(reservation, candidate, first, frames))
+                return await self._completed(job, candidate, first)
+            return Streaming(self._stream(job, candidate, first, frames))
         raise ApiError(502, "router_dispatch_failed", "Bad Gateway", "no candidate answered")
 
     def _pause(self, node_id: str) -> None:
         self._paused[node_id] = time.monotonic() + FAILED_NODE_PAUSE_S
         log.warning("dispatch to node %s failed; pausing it", node_id)
 
-    async def _check(self, candidate: Candidate, model: str, receipt: Receipt) -> None:
-        _, keys = await self._directory.state(candidate.node_id)
-        problem = verify_receipt(receipt, keys)
-        if problem is None and (
-            receipt.body.node_id != candidate.node_id or receipt.body.model != model
-        ):
-            problem = "receipt_mismatch"
-        if problem is not None:
-            raise ApiError(502, problem, "Bad Gateway", "the node's receipt does not verify")
-
-    async def _completed(
-        self, reservation: Reservation, candidate: Candidate, done: Done, arrived: float
-    ) -> Completed:
+    async def _completed(self, job: _Job, candidate: Candidate, done: Done) -> Completed:
         receipt = done.receipt
-        await self._check(candidate, receipt.body.model, receipt)  # refused: released above
+        # Checked against the model asked for; a refusal releases the hold (see chat).
+        await require_receipt(self._directory, receipt, node_id=candidate.node_id, model=job.model)
+        if done.streamed:  # a node that answers a plain request without its body
+            raise ApiError(502, "router_dispatch_failed", "Bad Gateway", "the node sent no answer")
         response = msgspec.json.decode(done.response)
         response["b3iq"] = {
             "runtime_kind": receipt.body.runtime_kind,
-            "latency_ms": round((time.perf_counter() - arrived) * 1000, 3),
+            "latency_ms": round((time.perf_counter() - job.arrived) * 1000, 3),
             "ttft_ms": round(receipt.body.timings.ttft_us / 1000, 3),
             "receipt_hash": receipt.receipt_hash,
-            "job_id": reservation.job_id,
+            "job_id": job.reservation.job_id,
         }
         # The receipt is verified: settling it cannot be refused for the node's sake, so
         # it is appended after the answer leaves (a lost settle is released, never billed).
-        self._spawn(self._settle(reservation, receipt, candidate.node_id))
+        self._spawn(self._settle(job.reservation, receipt, candidate.node_id))
         return Completed(msgspec.json.encode(response))
 
     async def _settle(self, reservation: Reservation, receipt: Receipt, node_id: str) -> None:
@@ -307,34 +303,25 @@ class Gateway:
                 await asyncio.sleep(0.2 * 2**attempt)
 
     async def _stream(
-        self,
-        reservation: Reservation,
-        candidate: Candidate,
-        first: Reply,
-        frames: AsyncIterator[Reply],
+        self, job: _Job, candidate: Candidate, first: Reply, frames: AsyncIterator[Reply]
     ) -> AsyncIterator[bytes]:
         settled = False
         try:
             frame: Reply = first
-            while True:
-                if isinstance(frame, Chunk):
-                    yield b"data: " + frame.data + b"\n\n"
-                elif isinstance(frame, Done):
-                    await self._check(candidate, frame.receipt.body.model, frame.receipt)
-                    await self._settle(reservation, frame.receipt, candidate.node_id)
-                    settled = True
-                    yield b"data: [DONE]\n\n"
-                    return
-                else:  # too late for a status code: OpenAI's in-stream error
-                    error = {
-                        "error": {"message": frame.message, "type": "api_error", "code": frame.code}
-                    }
-                    yield b"data: " + msgspec.json.encode(error) + b"\n\n"
-                    return
+            while isinstance(frame, Chunk):
+                yield sse.event(frame.data)
                 frame = await anext(frames)
+            if isinstance(frame, Failed):
+                yield sse.in_stream_error(frame)
+                return
+            node_id = candidate.node_id
+            await require_receipt(self._directory, frame.receipt, node_id=node_id, model=job.model)
+            await self._settle(job.reservation, frame.receipt, node_id)
+            settled = True
+            yield sse.DONE
         finally:
             if not settled:  # the client left, the node failed, or the receipt was refused
-                self._spawn(self.billing.release(reservation, "stream_ended"))
+                self._spawn(self.billing.release(job.reservation, "stream_ended"))
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)

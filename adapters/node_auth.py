@@ -24,6 +24,7 @@ from domain.node_requests import (
 )
 from domain.nodes import REVOKED, state_of
 from domain.ports import EventStore, NonceRegistry
+from domain.receipts import Receipt, check_receipt
 from domain.signing import Keyring
 from domain.streams import Topology
 
@@ -155,3 +156,14 @@ class NodeAuthenticator:
         if not await self._nonces.first_use(node_id, signed.nonce):
             raise refuse(Rejection("invalid_signature", "replayed_nonce"))
         return Authenticated(signed, state, canonical)
+
+
+async def require_receipt(
+    directory: NodeDirectory, receipt: Receipt, *, node_id: str, model: str
+) -> None:
+    """A dispatched request's receipt, checked with the node's current key; a bad one is
+    the node's failure (502), never the caller's."""
+    _, keys = await directory.state(node_id)
+    problem = check_receipt(receipt, keys, node_id=node_id, model=model)
+    if problem is not None:
+        raise ApiError(502, problem, "Bad Gateway", "the node's receipt does not verify")

@@ -14,13 +14,12 @@ import msgspec
 
 from adapters.broker import Broker, RouteUnavailable
 from adapters.http.problems import ApiError
-from adapters.node_auth import NodeDirectory
+from adapters.node_auth import NodeDirectory, require_receipt
 from adapters.recorder import Recorder
 from domain import benchmark_set
 from domain.broker_frames import Chunk, Done, Failed
 from domain.decoding import Decoded
 from domain.events import BenchmarkObserved, BenchmarkRun, Event
-from domain.receipts import Receipt, verify_receipt
 
 
 class _Delta(msgspec.Struct, frozen=True):
@@ -100,7 +99,7 @@ class ObservedBenchmarks:
                 elif isinstance(frame, Done):
                     latency = time.perf_counter() - started
                     receipt = frame.receipt
-                    await self._check(node_id, model, receipt)
+                    await require_receipt(self._directory, receipt, node_id=node_id, model=model)
                     run = BenchmarkRun(
                         prompt_id=prompt_id,
                         ttft_ms=round((ttft if ttft is not None else latency) * 1000, 3),
@@ -115,11 +114,3 @@ class ObservedBenchmarks:
                 503, "route_unavailable", "Service Unavailable", "the node's route is down"
             ) from None
         raise ApiError(502, "router_dispatch_failed", "Bad Gateway", "the route closed")
-
-    async def _check(self, node_id: str, model: str, receipt: Receipt) -> None:
-        _, keys = await self._directory.state(node_id)
-        problem = verify_receipt(receipt, keys)
-        if problem is None and (receipt.body.node_id != node_id or receipt.body.model != model):
-            problem = "receipt_mismatch"
-        if problem is not None:
-            raise ApiError(502, problem, "Bad Gateway", "the node's receipt does not verify")

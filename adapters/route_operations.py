@@ -11,6 +11,7 @@ from adapters.recorder import Recorder
 from domain.decoding import Decoded
 from domain.events import Event
 from domain.routes import decide_policy, route_state
+from projections.node_queries import route_row
 
 
 class RouteView(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,20 +58,13 @@ class RouteOperations:
 
     async def view(self, node_id: str) -> RouteView:
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(
-                "SELECT r.connected, r.session_id, r.public_inference_allowed, r.connected_at,"
-                " r.disconnected_at, r.disconnect_reason, q.session_id AS probe_session,"
-                " q.probed_at, q.ok, q.rtt_ms"
-                " FROM node_routes r LEFT JOIN node_route_probes q ON q.node_id = r.node_id"
-                " WHERE r.node_id = $1",
-                node_id,
-            )
+            row = await route_row(conn, node_id)
         held = node_id in self.broker.connections
         if row is None:
             return RouteView(
                 node_id=node_id, connected=False, public_inference_allowed=False, held_here=held
             )
-        current = row["probe_session"] is not None and row["probe_session"] == row["session_id"]
+        current = row["current_probe"]
         return RouteView(
             node_id=node_id,
             connected=row["connected"],

@@ -67,3 +67,12 @@ def verify_receipt(receipt: Receipt, keyring: Keyring) -> str | None:
     if not keyring.verify(receipt.body.key_id, message, receipt.signature):
         return "invalid_signature"
     return None
+
+
+def check_receipt(receipt: Receipt, keyring: Keyring, *, node_id: str, model: str) -> str | None:
+    """``verify_receipt``, and the receipt is for this node and model (else
+    ``receipt_mismatch``): what a caller that dispatched the request must check."""
+    problem = verify_receipt(receipt, keyring)
+    if problem is None and (receipt.body.node_id != node_id or receipt.body.model != model):
+        return "receipt_mismatch"
+    return problem

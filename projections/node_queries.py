@@ -210,18 +210,26 @@ async def node_detail(
     return detail, evidence
 
 
-async def route_facts(db: Database, node_id: str) -> RouteFacts | None:
-    row = await db.fetchrow(
-        "SELECT r.connected, r.session_id, r.public_inference_allowed, r.event_id, r.seq,"
-        " r.updated_at, q.session_id AS probe_session, q.ok, q.probed_at,"
-        " q.event_id AS probe_event_id, q.stream_seq"
+async def route_row(db: Database, node_id: str) -> Any:
+    """The node's route and its latest probe; ``current_probe``: the probe is of the
+    route's present session (an older session's probe proves nothing about this one)."""
+    return await db.fetchrow(
+        "SELECT r.connected, r.session_id, r.public_inference_allowed, r.connected_at,"
+        " r.disconnected_at, r.disconnect_reason, r.event_id, r.seq, r.updated_at,"
+        " q.ok, q.probed_at, q.rtt_ms, q.event_id AS probe_event_id, q.stream_seq,"
+        " q.session_id IS NOT DISTINCT FROM r.session_id AND q.node_id IS NOT NULL"
+        " AS current_probe"
         " FROM node_routes r LEFT JOIN node_route_probes q ON q.node_id = r.node_id"
         " WHERE r.node_id = $1",
         node_id,
     )
+
+
+async def route_facts(db: Database, node_id: str) -> RouteFacts | None:
+    row = await route_row(db, node_id)
     if row is None:
         return None
-    probe = row["probe_session"] is not None and row["probe_session"] == row["session_id"]
+    probe = row["current_probe"]
     return RouteFacts(
         connected=row["connected"],
         public_inference_allowed=row["public_inference_allowed"],

@@ -15,13 +15,13 @@ from litestar.response import Stream
 
 from adapters.bootstrap import ControlPlane
 from adapters.gateway import Completed
+from adapters.http import sse
 from adapters.http.problems import ApiError
 from adapters.outages import TRANSIENT
 from domain.openai_errors import openai_error
 
 log = logging.getLogger("b3iq.gateway")
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 MAX_IDEMPOTENCY_KEY = 256
 
 
@@ -104,4 +104,4 @@ class GatewayController(Controller):
         outcome = await plane.gateway.chat(principal, await request.body(), idempotency_key)
         if isinstance(outcome, Completed):
             return Response(outcome.body, media_type="application/json")
-        return Stream(outcome.events, media_type="text/event-stream", headers=SSE_HEADERS)
+        return Stream(outcome.events, media_type="text/event-stream", headers=sse.HEADERS)

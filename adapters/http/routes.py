@@ -16,6 +16,7 @@ from adapters.admin_tokens import AdminSession
 from adapters.bootstrap import ControlPlane
 from adapters.broker import RouteUnavailable
 from adapters.enrollment import check_node_id
+from adapters.http import sse
 from adapters.http.admin_auth import provide_session, require
 from adapters.http.problems import ApiError
 from adapters.route_operations import PolicyChange, RouteView
@@ -24,7 +25,6 @@ from domain.events import BenchmarkObserved
 from projections.benchmarks import benchmarks_of
 
 Reason = Annotated[str, Meta(max_length=512)]
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class RoutePolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,16 +68,15 @@ async def first_reply(frames: AsyncIterator[Reply]) -> Reply:
         raise ApiError(502, "router_dispatch_failed", "Bad Gateway", "no reply") from None
 
 
-async def sse(first: Chunk, frames: AsyncIterator[Reply]) -> AsyncIterator[bytes]:
-    yield b"data: " + first.data + b"\n\n"
+async def passed_on(first: Chunk, frames: AsyncIterator[Reply]) -> AsyncIterator[bytes]:
+    yield sse.event(first.data)
     async for frame in frames:
         if isinstance(frame, Chunk):
-            yield b"data: " + frame.data + b"\n\n"
-        elif isinstance(frame, Failed):  # too late for a status: OpenAI's in-stream error
-            error = {"error": {"message": frame.message, "type": "api_error", "code": frame.code}}
-            yield b"data: " + msgspec.json.encode(error) + b"\n\n"
+            yield sse.event(frame.data)
+        elif isinstance(frame, Failed):
+            yield sse.in_stream_error(frame)
             return
-    yield b"data: [DONE]\n\n"
+    yield sse.DONE
 
 
 class RoutesController(Controller):
@@ -133,8 +132,10 @@ class RoutesController(Controller):
         if isinstance(first, Failed):
             raise failure(first)
         if isinstance(first, Done):
+            if first.streamed:  # a plain request answered without its body
+                raise ApiError(502, "router_dispatch_failed", "Bad Gateway", "no answer")
             return Response(bytes(first.response), media_type="application/json")
-        return Stream(sse(first, frames), media_type="text/event-stream", headers=SSE_HEADERS)
+        return Stream(passed_on(first, frames), media_type="text/event-stream", headers=sse.HEADERS)
 
     @post(
         "/v1/nodes/{node_id:str}/benchmarks",
