@@ -17,6 +17,7 @@ import msgspec
 from adapters.account_lanes import AccountLanes
 from adapters.gateway_keys import GatewayKeySecrets
 from adapters.http.problems import ApiError
+from adapters.projector import wait_for_projection
 from domain.billing.books import Books, account_of
 from domain.billing.money import Price, Quote, fee_of, quote_for
 from domain.billing.prices import book_of, price_in
@@ -29,12 +30,14 @@ from domain.billing.state import (
 )
 from domain.canonical import sha256_hex
 from domain.decoding import decode_stored
+from domain.envelope import StoredEvent
 from domain.events import Event, PriceEntry
 from domain.ids import uuid7
 from domain.nodes import Refused
 from domain.receipts import Receipt, verify_receipt
 from domain.signing import Keyring
 from projections import billing_queries as q
+from projections.billing import BillingProjection
 
 R = TypeVar("R")
 STATUS_OF_CODE = {
@@ -49,7 +52,6 @@ STATUS_OF_CODE = {
     "too_many_open_reservations": 429,
     "reservation_finished": 409,
     "receipt_mismatch": 409,
-    "receipt_already_used": 409,
     "invalid_state": 409,
     "invalid_adjustment": 409,
     "customer_exists": 409,
@@ -57,6 +59,8 @@ STATUS_OF_CODE = {
 TITLES = {400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden"}
 TITLES |= {404: "Not Found", 409: "Conflict", 429: "Too Many Requests"}
 PRICE_BOOK_TTL_S = 1.0
+PROJECTED_WAIT_S = 5.0
+"""How long a retry of a forgotten reservation waits for the read models to catch up."""
 
 
 def billing_error(code: str, detail: str) -> ApiError:
@@ -264,19 +268,52 @@ class Billing:
         customer_id = principal.customer_id
         rid = reservation_id_for(customer_id, idempotency_key)
         if idempotency_key is not None:
-            earlier = await self._projected(rid)
+            earlier = await self._forgotten(customer_id, rid)
             if earlier is not None and earlier.state not in OPEN_STATES:
                 return earlier
 
         def op(b: Books) -> tuple[list[Event], tuple[bool, Any]]:
-            events = b.reserve(principal.key_id, rid, job_id, quote, route_tier)
+            events = b.reserve(
+                principal.key_id,
+                rid,
+                job_id,
+                quote,
+                route_tier,
+                idempotent=idempotency_key is not None,
+            )
             return events, (bool(events), b.outcome(rid))
 
         created, found = await self.submit(customer_id, op)
         return _reservation(customer_id, found, existing=not created)
 
-    async def _projected(self, reservation_id: str) -> Reservation | None:
-        """A reservation finished long enough ago that its account has forgotten it."""
+    async def _forgotten(self, customer_id: str, reservation_id: str) -> Reservation | None:
+        """An idempotent reservation finished so long ago that its account no longer
+        keeps it: once the account has let go of any, the read models must have caught
+        up with the account before "not found" may mean new."""
+        found = await self._projected(reservation_id)
+        if found is not None:
+            return found
+        tail = await self.lanes.recorder.store.last(self.lanes.subject(customer_id))
+        state = None if tail is None else account_of(decode_stored(tail).event)
+        if state is None or len(state.finished) < self.lanes.rules.finished_kept:
+            return None  # it has forgotten none: the decision itself will know
+        return await self._projected(reservation_id, through=tail)
+
+    async def _finished_before(self, customer_id: str, reservation_id: str) -> Reservation | None:
+        """A reservation its account no longer holds: finished, as the read models have
+        it once they have caught up with the account."""
+        tail = await self.lanes.recorder.store.last(self.lanes.subject(customer_id))
+        return await self._projected(reservation_id, through=tail)
+
+    async def _projected(
+        self, reservation_id: str, through: StoredEvent | None = None
+    ) -> Reservation | None:
+        """A finished reservation as the read models have it; ``through``: once they
+        have applied that event (bounded wait), for a reservation its account forgot."""
+        if through is not None:
+            await wait_for_projection(
+                self._pool, BillingProjection.name, through.stream, through.seq, PROJECTED_WAIT_S
+            )
         async with self._pool.acquire() as conn:
             row = await q.reservation(conn, reservation_id)
         if row is None:
@@ -323,14 +360,21 @@ class Billing:
 
         def op(b: Books) -> tuple[list[Event], tuple[bool, FinishedReservation]]:
             events = b.settle(rid, receipt)
-            return events, (bool(events), b.finished[rid])
+            return events, (bool(events), b.closed.get(rid) or b.finished[rid])
 
         try:
             created, done = await self.submit(reservation.customer_id, op)
         except ApiError as exc:
-            earlier = await self._projected(rid) if exc.code == "reservation_not_found" else None
-            if earlier is None or earlier.receipt_hash != receipt.receipt_hash:
+            earlier = (
+                await self._finished_before(reservation.customer_id, rid)
+                if exc.code == "reservation_not_found"
+                else None
+            )
+            if earlier is None or earlier.state in OPEN_STATES:
                 raise
+            if earlier.receipt_hash != receipt.receipt_hash:
+                why = f"the reservation is already {earlier.state}"
+                raise billing_error("reservation_finished", why) from None
             debited, held = earlier.debited_wei or 0, earlier.amount_wei
             return self._settlement(rid, earlier.job_id, receipt, debited, held - debited, True)
         return self._settlement(
@@ -371,7 +415,11 @@ class Billing:
         try:
             released, found = await self.submit(reservation.customer_id, op)
         except ApiError as exc:
-            earlier = await self._projected(rid) if exc.code == "reservation_not_found" else None
+            earlier = (
+                await self._finished_before(reservation.customer_id, rid)
+                if exc.code == "reservation_not_found"
+                else None
+            )
             if earlier is None or earlier.state in OPEN_STATES:
                 raise
             return earlier

@@ -160,27 +160,32 @@ class Broker:
 
     # -- dispatch ---------------------------------------------------------------------
 
-    async def dispatch(self, node_id: str, request: bytes) -> AsyncIterator[Reply]:
+    async def dispatch(
+        self, node_id: str, request: bytes, dispatch_id: str | None = None
+    ) -> AsyncIterator[Reply]:
         """The node's replies to one chat request, wherever its connection is held.
-        Raises RouteUnavailable when no process holds it; leaving early cancels."""
+        Raises RouteUnavailable when no process holds it; leaving early cancels.
+        ``dispatch_id`` (default: a fresh one) is what the node's receipt will name."""
+        dispatch_id = dispatch_id or uuid7()
         conn = self.connections.get(node_id)
         if conn is not None and not conn.closed.is_set():
             try:
-                async for frame in conn.dispatch(request, self.reply_timeout_s):
+                async for frame in conn.dispatch(request, self.reply_timeout_s, dispatch_id):
                     yield frame
             except RouteClosed:
                 yield Failed("", 502, "router_dispatch_failed", "the route closed mid-request")
             return
         if self._nc is None:
             raise RouteUnavailable(node_id)
-        async for frame in self._relay(self._nc, node_id, request):
+        async for frame in self._relay(self._nc, node_id, request, dispatch_id):
             yield frame
 
-    async def _relay(self, nc: Client, node_id: str, request: bytes) -> AsyncIterator[Reply]:
+    async def _relay(
+        self, nc: Client, node_id: str, request: bytes, request_id: str
+    ) -> AsyncIterator[Reply]:
         """Publish to the holder with a reply subject under our inbox: the holder streams
         the replies there, and with no holder the server itself answers "no responders"
         at once (no acknowledgement round trip on the way)."""
-        request_id = uuid7()
         replies: asyncio.Queue[Msg] = asyncio.Queue()
         self._awaiting[request_id] = replies
         subject = self._topology.route_subject(node_id)
@@ -239,7 +244,8 @@ class Broker:
     async def _serve_relayed(self, inbox: str, conn: NodeConnection, frame: Dispatch) -> None:
         assert self._nc is not None
         try:
-            async for reply in conn.dispatch(bytes(frame.request), self.reply_timeout_s):
+            request = bytes(frame.request)
+            async for reply in conn.dispatch(request, self.reply_timeout_s, frame.id):
                 await self._nc.publish(inbox, encode(reply))
         except RouteClosed:
             failed = Failed(frame.id, 502, "router_dispatch_failed", "the route closed")

@@ -250,7 +250,10 @@ class Gateway:
         self, job: _Job, found: list[Candidate], dispatched: bytes
     ) -> Completed | Streaming:
         for candidate in found[:2]:  # the first, then one retry
-            frames = self._broker.dispatch(candidate.node_id, dispatched)
+            # Under the reservation's id: the receipt must name it to settle it.
+            frames = self._broker.dispatch(
+                candidate.node_id, dispatched, job.reservation.reservation_id
+            )
             try:
                 first = await anext(frames)
             except (RouteUnavailable, StopAsyncIteration):
@@ -273,7 +276,13 @@ class Gateway:
     async def _completed(self, job: _Job, candidate: Candidate, done: Done) -> Completed:
         receipt = done.receipt
         # Checked against the model asked for; a refusal releases the hold (see chat).
-        await require_receipt(self._directory, receipt, node_id=candidate.node_id, model=job.model)
+        await require_receipt(
+            self._directory,
+            receipt,
+            node_id=candidate.node_id,
+            model=job.model,
+            dispatch_id=job.reservation.reservation_id,
+        )
         if done.streamed:  # a node that answers a plain request without its body
             raise ApiError(502, "router_dispatch_failed", "Bad Gateway", "the node sent no answer")
         response = msgspec.json.decode(done.response)
@@ -315,7 +324,13 @@ class Gateway:
                 yield sse.in_stream_error(frame)
                 return
             node_id = candidate.node_id
-            await require_receipt(self._directory, frame.receipt, node_id=node_id, model=job.model)
+            await require_receipt(
+                self._directory,
+                frame.receipt,
+                node_id=node_id,
+                model=job.model,
+                dispatch_id=job.reservation.reservation_id,
+            )
             await self._settle(job.reservation, frame.receipt, node_id)
             settled = True
             yield sse.DONE

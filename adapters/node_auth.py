@@ -159,11 +159,11 @@ class NodeAuthenticator:
 
 
 async def require_receipt(
-    directory: NodeDirectory, receipt: Receipt, *, node_id: str, model: str
+    directory: NodeDirectory, receipt: Receipt, *, node_id: str, model: str, dispatch_id: str
 ) -> None:
     """A dispatched request's receipt, checked with the node's current key; a bad one is
     the node's failure (502), never the caller's."""
     _, keys = await directory.state(node_id)
-    problem = check_receipt(receipt, keys, node_id=node_id, model=model)
+    problem = check_receipt(receipt, keys, node_id=node_id, model=model, dispatch_id=dispatch_id)
     if problem is not None:
         raise ApiError(502, problem, "Bad Gateway", "the node's receipt does not verify")

@@ -20,6 +20,7 @@ from domain import benchmark_set
 from domain.broker_frames import Chunk, Done, Failed
 from domain.decoding import Decoded
 from domain.events import BenchmarkObserved, BenchmarkRun, Event
+from domain.ids import uuid7
 
 
 class _Delta(msgspec.Struct, frozen=True):
@@ -82,9 +83,10 @@ class ObservedBenchmarks:
         started = time.perf_counter()
         ttft: float | None = None
         text: list[str] = []
+        dispatch_id = uuid7()
         try:
             async for frame in self._broker.dispatch(
-                node_id, benchmark_set.request_body(model, prompt)
+                node_id, benchmark_set.request_body(model, prompt), dispatch_id
             ):
                 if isinstance(frame, Chunk):
                     ttft = ttft if ttft is not None else time.perf_counter() - started
@@ -99,7 +101,13 @@ class ObservedBenchmarks:
                 elif isinstance(frame, Done):
                     latency = time.perf_counter() - started
                     receipt = frame.receipt
-                    await require_receipt(self._directory, receipt, node_id=node_id, model=model)
+                    await require_receipt(
+                        self._directory,
+                        receipt,
+                        node_id=node_id,
+                        model=model,
+                        dispatch_id=dispatch_id,
+                    )
                     run = BenchmarkRun(
                         prompt_id=prompt_id,
                         ttft_ms=round((ttft if ttft is not None else latency) * 1000, 3),

@@ -76,10 +76,13 @@ class NodeConnection:
             self._pongs.pop(ping_id, None)
         return (time.perf_counter() - started) * 1000
 
-    async def dispatch(self, request: bytes, timeout: float) -> AsyncIterator[Reply]:
+    async def dispatch(
+        self, request: bytes, timeout: float, request_id: str
+    ) -> AsyncIterator[Reply]:
         """The node's replies to one request, ending with Done or Failed. ``timeout``
         bounds the wait for each reply; leaving early cancels the request on the node."""
-        request_id = uuid7()
+        if request_id in self._replies:
+            raise ValueError(f"dispatch {request_id} is already running on this route")
         queue: asyncio.Queue[Reply | None] = asyncio.Queue()
         self._replies[request_id] = queue
         finished = False

@@ -41,6 +41,10 @@ class ReceiptBody(msgspec.Struct, frozen=True, kw_only=True):
     timings: Timings
     request_digest: str
     response_digest: str
+    dispatch_id: str | msgspec.UnsetType = msgspec.UNSET
+    """The id the control plane dispatched the request under (routed work only): a
+    receipt settles that one reservation and no other. Unset is left out of the signed
+    bytes, so receipts from before it verify unchanged."""
 
 
 class Receipt(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,10 +73,17 @@ def verify_receipt(receipt: Receipt, keyring: Keyring) -> str | None:
     return None
 
 
-def check_receipt(receipt: Receipt, keyring: Keyring, *, node_id: str, model: str) -> str | None:
-    """``verify_receipt``, and the receipt is for this node and model (else
-    ``receipt_mismatch``): what a caller that dispatched the request must check."""
+def check_receipt(
+    receipt: Receipt, keyring: Keyring, *, node_id: str, model: str, dispatch_id: str
+) -> str | None:
+    """``verify_receipt``, and the receipt answers this dispatch, on this node, of this
+    model (else ``receipt_mismatch``): what a caller that dispatched the request must check."""
     problem = verify_receipt(receipt, keyring)
-    if problem is None and (receipt.body.node_id != node_id or receipt.body.model != model):
+    body = receipt.body
+    if problem is None and (body.node_id, body.model, body.dispatch_id) != (
+        node_id,
+        model,
+        dispatch_id,
+    ):
         return "receipt_mismatch"
     return problem

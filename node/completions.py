@@ -65,8 +65,10 @@ def to_params(request: ChatCompletionRequest) -> SamplingParams:
 
 
 class CompletionService:
-    def __init__(self, services: NodeServices) -> None:
+    def __init__(self, services: NodeServices, dispatch_id: str | None = None) -> None:
         self._s = services
+        self._dispatch_id = dispatch_id
+        """Routed work: the control plane's id for it, which the receipt names."""
         self.receipt: Receipt | None = None
         """The signed receipt of this service's completion, once it has finished."""
 
@@ -105,6 +107,7 @@ class CompletionService:
             ),
             request_digest=digest(request),
             response_digest=digest({"content": text, "finish_reason": result.finish_reason}),
+            dispatch_id=self._dispatch_id,
         )
         self._s.receipts.add(receipt)
         self.receipt = receipt

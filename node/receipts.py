@@ -31,6 +31,7 @@ def issue_receipt(
     timings: Timings,
     request_digest: str,
     response_digest: str,
+    dispatch_id: str | None = None,
 ) -> Receipt:
     body = ReceiptBody(
         receipt_id=uuid7(),
@@ -45,6 +46,7 @@ def issue_receipt(
         timings=timings,
         request_digest=request_digest,
         response_digest=response_digest,
+        dispatch_id=msgspec.UNSET if dispatch_id is None else dispatch_id,
     )
     return sign_receipt(signer, body)
 

@@ -43,6 +43,8 @@ def receipt(
     completion_tokens: int,
     at: datetime,
     model: str = "tiny",
+    *,
+    dispatch_id: str,
 ) -> Receipt:
     return sign_receipt(
         node,
@@ -59,5 +61,6 @@ def receipt(
             timings=Timings(queue_us=10, ttft_us=2000, latency_us=9000),
             request_digest="1" * 64,
             response_digest="2" * 64,
+            dispatch_id=dispatch_id,
         ),
     )

@@ -58,7 +58,8 @@ class Rules(NamedTuple):
     max_open: int = 1000
     """Open reservations one customer may hold (bounds the account on the log)."""
     finished_kept: int = 64
-    """Finished reservations the account remembers for idempotent retries."""
+    """Finished reservations made with an Idempotency-Key that the account remembers for
+    retries (older outcomes are answered from the read models)."""
     receipt_skew_s: float = 300.0
     """How much earlier than its reservation a receipt may say it was made."""
 
@@ -94,7 +95,9 @@ class Books:
         self.keys = dict(state.keys)
         self.open = dict(state.open)
         self.finished = {f.reservation_id: f for f in state.finished}
-        self.receipts = {f.receipt_hash for f in state.finished if f.receipt_hash}
+        """Idempotent reservations' outcomes, as the account keeps them."""
+        self.closed: dict[str, FinishedReservation] = {}
+        """Every reservation these decisions finished, idempotent or not."""
 
     @property
     def customer_id(self) -> str:
@@ -220,8 +223,17 @@ class Books:
     # --- reservations -------------------------------------------------------------------
 
     def reserve(
-        self, key_id: str, reservation_id: str, job_id: str, quote: Quote, route_tier: str
+        self,
+        key_id: str,
+        reservation_id: str,
+        job_id: str,
+        quote: Quote,
+        route_tier: str,
+        *,
+        idempotent: bool = False,
     ) -> list[Event]:
+        """``idempotent``: the caller may retry it by id after it has finished, so its
+        outcome is remembered (others have random ids nobody can retry)."""
         if reservation_id in self.open or reservation_id in self.finished:
             return []  # a retried reserve: the same reservation, never a second hold
         key = self.usable_key(key_id, INFERENCE)
@@ -262,6 +274,7 @@ class Books:
             amount_wei=str(amount),
             created_at=self.now,
             updated_at=self.now,
+            idempotent=idempotent,
         )
         return [
             ReservationCreated(
@@ -276,6 +289,7 @@ class Books:
                 prompt_price_wei=str(quote.prompt_price_wei),
                 completion_price_wei=str(quote.completion_price_wei),
                 amount_wei=str(amount),
+                idempotent=idempotent,
                 **self._totals(),
             )
         ]
@@ -327,9 +341,9 @@ class Books:
 
     def _finish(self, r: OpenReservation, done: FinishedReservation) -> None:
         del self.open[r.reservation_id]
-        self.finished[r.reservation_id] = done
-        if done.receipt_hash:
-            self.receipts.add(done.receipt_hash)
+        self.closed[r.reservation_id] = done
+        if r.idempotent:
+            self.finished[r.reservation_id] = done
 
     def settle(self, reservation_id: str, receipt: Receipt) -> list[Event]:
         """Debit usage at the reserved prices (at most the hold), owe the node its share,
@@ -341,14 +355,15 @@ class Books:
             raise Refused("reservation_finished", f"the reservation is already {done.state}")
         r = self._open(reservation_id)
         body = receipt.body
+        if body.dispatch_id != reservation_id:
+            # A receipt answers one dispatch, so it can never settle a second reservation.
+            raise Refused("receipt_mismatch", "the receipt answers another dispatch")
         if body.model != r.model:
             raise Refused("receipt_mismatch", "the receipt is for another model")
         if r.node_id is not None and body.node_id != r.node_id:
             raise Refused("receipt_mismatch", "the receipt is from another node")
         if body.created_at_ms < (r.created_at.timestamp() - self.rules.receipt_skew_s) * 1000:
             raise Refused("receipt_mismatch", "the receipt is older than the reservation")
-        if receipt.receipt_hash in self.receipts:
-            raise Refused("receipt_already_used", "the receipt settled another reservation")
         held = int(r.amount_wei)
         cost = cost_of(body.usage, int(r.prompt_price_wei), int(r.completion_price_wei), held)
         fee = fee_of(cost, self.rules.fee_bps)
@@ -440,7 +455,11 @@ class Books:
         ]
 
     def outcome(self, reservation_id: str) -> OpenReservation | FinishedReservation | None:
-        return self.open.get(reservation_id) or self.finished.get(reservation_id)
+        return (
+            self.open.get(reservation_id)
+            or self.closed.get(reservation_id)
+            or self.finished.get(reservation_id)
+        )
 
 
 def new_account(  # noqa: PLR0917

@@ -55,6 +55,7 @@ class OpenReservation(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     updated_at: datetime
     node_id: str | None = None
+    idempotent: bool = False
 
 
 class FinishedReservation(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,4 +82,5 @@ class AccountState(msgspec.Struct, frozen=True, kw_only=True):
     keys: dict[str, KeyAccount] = {}
     open: dict[str, OpenReservation] = {}
     finished: tuple[FinishedReservation, ...] = ()
-    """Most recent last; bounded (older outcomes are in the read models)."""
+    """Idempotent reservations' outcomes, most recent last; bounded (older outcomes are
+    in the read models)."""

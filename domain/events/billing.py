@@ -81,6 +81,8 @@ class ReservationCreated(CustomerEvent, frozen=True, kw_only=True):
     prompt_price_wei: str
     completion_price_wei: str
     amount_wei: str
+    idempotent: bool = False
+    """Made with an Idempotency-Key: a retry by the same key gets this outcome."""
 
 
 class ReservationClaimed(CustomerEvent, frozen=True, kw_only=True):

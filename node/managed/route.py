@@ -157,7 +157,7 @@ class RouteClient:
                 "model_not_network_eligible",
                 f"model {request.model!r} is not served to the network from this host",
             )
-        service = CompletionService(self._services)
+        service = CompletionService(self._services, dispatch_id=frame.id)
         runtime = service.runtime(request.model)
         if request.stream:
             chunks = await service.stream(request, runtime, arrived)

@@ -130,6 +130,7 @@ class Workload:
                 timings=Timings(queue_us=10, ttft_us=2000, latency_us=9000),
                 request_digest="1" * 64,
                 response_digest="2" * 64,
+                dispatch_id=rid,
             )
             receipt = sign_receipt(node, body)
             yield from self._customer(cid, methodcaller("settle", rid, receipt))

@@ -65,12 +65,13 @@ async def test_settle_debits_usage_pays_the_node_and_releases_the_rest(cp: Harne
     assert claimed.state == "claimed"
     assert await balances(billing, customer_id) == (1000, QUOTE_WEI)
 
-    signed = receipt(NODE, "node-a", 7, 3, cp.clock())
+    signed = receipt(NODE, "node-a", 7, 3, cp.clock(), dispatch_id=held.reservation_id)
     settled = await billing.settle(held, signed, KEYS)
     cost = 7 * 2 + 3 * 10
     assert (settled.debited_wei, settled.released_wei) == (cost, QUOTE_WEI - cost)
     assert (settled.fee_wei, settled.payout_wei) == (cost * 500 // 10_000, cost - 2)
     assert await balances(billing, customer_id) == (1000 - cost, 0)
+    await cp.project()  # the account lets a finished reservation go; the read models answer
     again = await billing.settle(held, signed, KEYS)
     assert again.duplicate and again.debited_wei == cost
     assert await balances(billing, customer_id) == (1000 - cost, 0)
@@ -115,9 +116,12 @@ async def test_release_frees_everything_and_debits_nothing(cp: Harness) -> None:
     released = await billing.release(held, "node_failed")
     assert released.state == "released"
     assert await balances(billing, customer_id) == (1000, 0)
+    await cp.project()
     assert (await billing.release(held, "again")).state == "released"
     with pytest.raises(ApiError) as refused:
-        await billing.settle(held, receipt(NODE, "node-a", 1, 1, cp.clock()), KEYS)
+        await billing.settle(
+            held, receipt(NODE, "node-a", 1, 1, cp.clock(), dispatch_id=held.reservation_id), KEYS
+        )
     assert refused.value.code == "reservation_finished"
 
 
@@ -125,7 +129,7 @@ async def test_bad_receipts_are_refused_and_append_nothing(cp: Harness) -> None:
     billing = cp.plane.managed.billing
     _, secret = await customer(cp.plane, 1000)
     held = await reserve(billing, secret, "job-1")
-    good = receipt(NODE, "node-a", 1, 1, cp.clock())
+    good = receipt(NODE, "node-a", 1, 1, cp.clock(), dispatch_id=held.reservation_id)
     head = await cp.heads()
     forged = msgspec.structs.replace(
         good, body=msgspec.structs.replace(good.body, usage=good.body.usage.__class__(0, 0, 0))
@@ -133,11 +137,15 @@ async def test_bad_receipts_are_refused_and_append_nothing(cp: Harness) -> None:
     with pytest.raises(ApiError) as refused:
         await billing.settle(held, forged, KEYS)
     assert (refused.value.status, refused.value.code) == (400, "receipt_hash_mismatch")
-    stranger = receipt(Signer.generate(), "node-a", 1, 1, cp.clock())
+    stranger = receipt(
+        Signer.generate(), "node-a", 1, 1, cp.clock(), dispatch_id=held.reservation_id
+    )
     with pytest.raises(ApiError) as refused:
         await billing.settle(held, stranger, KEYS)
     assert (refused.value.status, refused.value.code) == (401, "invalid_signature")
-    other_model = receipt(NODE, "node-a", 1, 1, cp.clock(), model="big")
+    other_model = receipt(
+        NODE, "node-a", 1, 1, cp.clock(), model="big", dispatch_id=held.reservation_id
+    )
     with pytest.raises(ApiError) as refused:
         await billing.settle(held, other_model, KEYS)
     assert refused.value.code == "receipt_mismatch"
@@ -151,7 +159,7 @@ async def test_idempotent_reserve_and_settle_charge_once(cp: Harness, second: Co
     again = await reserve(b, secret, "job-1-retry", key="retry-me")
     assert again.reservation_id == first.reservation_id and again.existing
     assert await balances(a, customer_id) == (1000, QUOTE_WEI)
-    signed = receipt(NODE, "node-a", 5, 5, cp.clock())
+    signed = receipt(NODE, "node-a", 5, 5, cp.clock(), dispatch_id=first.reservation_id)
     results = await asyncio.gather(a.settle(first, signed, KEYS), b.settle(first, signed, KEYS))
     assert sorted(r.duplicate for r in results) == [False, True]
     assert await balances(a, customer_id) == (1000 - 60, 0)
@@ -203,7 +211,9 @@ async def test_two_processes_never_pass_the_spend_cap(cp: Harness, second: Contr
     assert {(r.status, r.code) for r in refused} == {(402, "gateway_spend_cap_exceeded")}
     billing = cp.plane.managed.billing
     for r in held:  # spent in full: the window is used up even with nothing held
-        await billing.settle(r, receipt(NODE, "node-a", 10, 10, cp.clock()), KEYS)
+        await billing.settle(
+            r, receipt(NODE, "node-a", 10, 10, cp.clock(), dispatch_id=r.reservation_id), KEYS
+        )
     assert await balances(billing, customer_id) == (10**18 - 10 * QUOTE_WEI, 0)
     with pytest.raises(ApiError) as capped:
         await reserve(billing, secret, "one-more")

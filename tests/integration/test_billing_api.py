@@ -51,7 +51,7 @@ async def test_admin_setup_customer_views_receipt_and_treasury(cp: Harness) -> N
         who, model="tiny", route_tier="network_beta", quote=quoted, job_id="job-7"
     )
     node = Signer.generate()
-    signed = receipt(node, "node-a", 4, 6, cp.clock())
+    signed = receipt(node, "node-a", 4, 6, cp.clock(), dispatch_id=held.reservation_id)
     await billing.settle(held, signed, Keyring([node.public_key]))
     await cp.project()
 

@@ -72,7 +72,11 @@ async def more_payouts(cp: Harness, n: int) -> None:
     for job in range(n):
         held = await reserve(billing, secret, f"more-{job}")
         await billing.claim(held, "node-b")
-        await billing.settle(held, receipt(NODE, "node-b", 3, job + 2, cp.clock()), KEYS)
+        await billing.settle(
+            held,
+            receipt(NODE, "node-b", 3, job + 2, cp.clock(), dispatch_id=held.reservation_id),
+            KEYS,
+        )
 
 
 async def test_batch_prove_check_offline_submit_and_finalize(cp: Harness, tmp_path: Path) -> None:

@@ -38,7 +38,13 @@ async def workload(cp: Harness) -> list[str]:
             if job % 2:
                 await billing.release(held, "node_failed")
             else:
-                await billing.settle(held, receipt(NODE, "node-a", 5, job + 1, cp.clock()), KEYS)
+                await billing.settle(
+                    held,
+                    receipt(
+                        NODE, "node-a", 5, job + 1, cp.clock(), dispatch_id=held.reservation_id
+                    ),
+                    KEYS,
+                )
     await reserve(billing, secret, "still-open")
     await cp.project()
     return ids

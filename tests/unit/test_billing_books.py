@@ -76,7 +76,13 @@ def apply(state: AccountState, events: list[Event]) -> AccountState:
     return after
 
 
-def receipt(usage: Usage, model: str = "tiny", at: datetime = T0, signer: Signer = NODE) -> Receipt:
+def receipt(
+    usage: Usage,
+    model: str = "tiny",
+    at: datetime = T0,
+    signer: Signer = NODE,
+    dispatch_id: str = "r1",
+) -> Receipt:
     body = ReceiptBody(
         receipt_id="r1",
         node_id="node-a",
@@ -90,12 +96,27 @@ def receipt(usage: Usage, model: str = "tiny", at: datetime = T0, signer: Signer
         timings=Timings(queue_us=1, ttft_us=2, latency_us=3),
         request_digest="a" * 64,
         response_digest="b" * 64,
+        dispatch_id=dispatch_id,
     )
     return sign_receipt(signer, body)
 
 
-def reserve(state: AccountState, rid: str, q: Quote | None = None, tier: str = "network_beta"):  # type: ignore[no-untyped-def]
-    return decide_reserve(state, "k1", rid, "job-" + rid, q or quote(), tier, RULES, T0)
+def reserve(  # type: ignore[no-untyped-def]
+    state: AccountState,
+    rid: str,
+    q: Quote | None = None,
+    tier: str = "network_beta",
+    *,
+    idempotent: bool = True,
+):
+    def op(b: Books) -> tuple[list[Event], None]:
+        events = b.reserve("k1", rid, "job-" + rid, q or quote(), tier, idempotent=idempotent)
+        return events, None
+
+    events, (outcome,) = decide_batch(state, [op], RULES, T0)
+    if isinstance(outcome, Refused):
+        raise outcome
+    return events
 
 
 def test_quote_and_money() -> None:
@@ -197,9 +218,22 @@ def test_settle_never_debits_more_than_held_and_checks_receipt() -> None:
     after = apply(state, events)
     assert (after.balance_wei, after.reserved_wei) == ("880", "0")
     state = apply(after, reserve(after, "r2"))
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(Refused) as refused:  # r1's receipt answers r1's dispatch only
         decide_settle(state, "r2", receipt(Usage(500, 500, 1000)), RULES, T0)
-    assert refused.value.code == "receipt_already_used"
+    assert refused.value.code == "receipt_mismatch"
+
+
+def test_only_idempotent_outcomes_are_remembered() -> None:
+    state = account(1000)
+    state = apply(state, reserve(state, "r1", idempotent=False))
+    state = apply(state, reserve(state, "r2"))
+    state = apply(state, decide_settle(state, "r1", receipt(Usage(1, 1, 2)), RULES, T0))
+    state = apply(state, decide_release(state, "r2", "failed", RULES, T0))
+    assert [f.reservation_id for f in state.finished] == ["r2"]
+    with pytest.raises(Refused) as refused:  # a retry of r1 is answered by the read models
+        decide_release(state, "r1", "again", RULES, T0)
+    assert refused.value.code == "reservation_not_found"
+    assert reserve(state, "r2") == []  # a retried idempotent reserve: its outcome stands
 
 
 def test_release_frees_everything_and_is_idempotent() -> None:
@@ -288,7 +322,7 @@ def test_random_interleavings_keep_every_invariant() -> None:
             elif roll < 0.8:
                 rid = rng.choice(list(held))
                 usage = Usage(rng.randint(0, 80), rng.randint(0, 80), 0)
-                r = receipt(usage, at=now)
+                r = receipt(usage, at=now, dispatch_id=rid)
                 r = msgspec.structs.replace(r, receipt_hash=f"{rid}-{step}")
                 batch.append(lambda b, rid=rid, r=r: (b.settle(rid, r), rid))
             else:
