@@ -1,6 +1,7 @@
 """Runs projections: ordered reads from checkpoint+1, batch and checkpoint in one transaction."""
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -9,8 +10,9 @@ import asyncpg
 from prometheus_client import Counter, Gauge
 
 from adapters.outages import TRANSIENT
-from domain.decoding import decode_stored
-from domain.envelope import StoredEvent
+from domain.decoding import Decoded
+from domain.envelope import StoredEvent, decode_body, split_wire
+from domain.events import decode_payload, type_names
 from domain.ports import EventReader, EventStore
 from domain.streams import Topology
 from projections.checkpoints import lock_checkpoint, move_checkpoint
@@ -33,7 +35,14 @@ class _Rewound(Exception):
 class ProjectionRunner:
     """One projection over one stream. Exactly-once: a batch's rows and the checkpoint
     commit together, under a row lock on the checkpoint, so a crash anywhere (or a second
-    runner) leaves each event applied once."""
+    runner) leaves each event applied once.
+
+    Events the projection does not handle are read past without a transaction; the
+    checkpoint catches up with them at most every ``IDLE_COMMIT_S``, when the stream goes
+    quiet, or with the next batch it does handle. Re-reading them after a crash changes
+    nothing, so exactly-once holds, and every handled event is always committed."""
+
+    IDLE_COMMIT_S = 1.0
 
     def __init__(
         self,
@@ -51,14 +60,18 @@ class ProjectionRunner:
         self.stream = spec.name
         self.windowed = not spec.chained  # a retention window may expire unread events
         self.batch_size = batch_size
+        self._handled = type_names(*projection.handles)
         self.position = 0
-        """The last sequence this runner knows is committed."""
+        """The last sequence this runner has read past: applied, or not its business."""
+        self.committed = 0
+        """The last sequence this runner knows is committed (``position`` or behind)."""
+        self._commit_due = 0.0
         self._reader: EventReader | None = None
 
     async def _open(self) -> EventReader:
         if self._reader is None:
             async with self.pool.acquire() as conn:
-                self.position = (
+                self.committed = self.position = (
                     await conn.fetchval(
                         "SELECT last_seq FROM projection_checkpoints"
                         " WHERE projection = $1 AND stream = $2",
@@ -71,16 +84,16 @@ class ProjectionRunner:
         return self._reader
 
     async def step(self, timeout: float = 1.0, until: int | None = None) -> int:
-        """Apply at most one batch (ending at ``until`` if given); returns how many events
-        it applied."""
+        """Read at most one batch (ending at ``until`` if given) and apply what it handles;
+        returns how many events it read past. With nothing to read, the checkpoint
+        catches up with what was read past."""
         reader = await self._open()
         limit = self.batch_size if until is None else min(self.batch_size, until - self.position)
-        if limit <= 0:
-            return 0
-        batch = await reader.next_batch(limit, timeout)
-        if not batch:
-            return 0
         try:
+            batch = await reader.next_batch(limit, timeout) if limit > 0 else []
+            if not batch:
+                await self._flush()
+                return 0
             return await self._apply(batch)
         except _Rewound:
             await self.reset()  # read on from the checkpoint we now find
@@ -90,21 +103,51 @@ class ProjectionRunner:
             raise
 
     async def _apply(self, batch: Sequence[StoredEvent]) -> int:
+        bodies = [(e, decode_body(split_wire(e.data).body)) for e in batch]
+        mine = [(e, b) for e, b in bodies if b.type in self._handled]
+        if not mine and time.monotonic() < self._commit_due:
+            await self._check_contiguous(self.position, batch)
+            self.position = batch[-1].seq
+            POSITION.labels(self.projection.name).set(self.position)
+            return len(batch)
         async with self.pool.acquire() as conn, conn.transaction():
             committed = await lock_checkpoint(conn, self.projection.name, self.stream)
-            if committed < self.position:  # the read models were swapped for a rebuild
+            if committed < self.committed:  # the read models were swapped for a rebuild
                 raise _Rewound
             fresh = [e for e in batch if e.seq > committed]  # another runner got there first
             if not fresh:
-                self.position = committed
+                self.committed = self.position = committed
                 return 0
-            await self._check_contiguous(committed, fresh)
-            await self.projection.apply(conn, [decode_stored(e) for e in fresh])
+            # What lies between the checkpoint and ``position`` was read past already.
+            await self._check_contiguous(max(committed, self.position), fresh)
+            decoded = [
+                Decoded(e.seq, e.subject, b, decode_payload(b.type, b.schema_version, b.payload))
+                for e, b in mine
+                if e.seq > committed
+            ]
+            if decoded:
+                await self.projection.apply(conn, decoded)
             await move_checkpoint(conn, self.projection.name, self.stream, fresh[-1].seq)
-        self.position = fresh[-1].seq
-        APPLIED.labels(self.projection.name).inc(len(fresh))
-        POSITION.labels(self.projection.name).set(self.position)
+        self._committed_at(fresh[-1].seq)
+        APPLIED.labels(self.projection.name).inc(len(decoded))
         return len(fresh)
+
+    def _committed_at(self, seq: int) -> None:
+        self.committed = self.position = seq
+        self._commit_due = time.monotonic() + self.IDLE_COMMIT_S
+        POSITION.labels(self.projection.name).set(seq)
+
+    async def _flush(self) -> None:
+        """Commit the checkpoint over events read past but not committed yet."""
+        if self._reader is None or self.position <= self.committed:
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            committed = await lock_checkpoint(conn, self.projection.name, self.stream)
+            if committed < self.committed:
+                raise _Rewound
+            if committed < self.position:
+                await move_checkpoint(conn, self.projection.name, self.stream, self.position)
+        self._committed_at(max(committed, self.position))
 
     async def _check_contiguous(self, committed: int, batch: Sequence[StoredEvent]) -> None:
         expected = committed + 1
@@ -134,10 +177,10 @@ class ProjectionRunner:
     async def catch_up(self, target_seq: int, timeout: float = 60.0) -> None:
         """Run until the checkpoint reaches ``target_seq`` (replays, tests, rebuilds)."""
         deadline = time.monotonic() + timeout
-        while self.position < target_seq:
+        while self.committed < target_seq:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.projection.name} stuck at {self.position}")
-            await self.step(timeout=0.5)
+            await self.step(timeout=0.5, until=target_seq)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep up with the stream until ``stop`` is set; survive outages of NATS or Postgres."""
@@ -150,6 +193,8 @@ class ProjectionRunner:
                 log.warning("%s: %s; retrying in %.1fs", self.projection.name, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+        with contextlib.suppress(*TRANSIENT):  # leave the checkpoint where we got to
+            await self.step(timeout=0, until=self.position)
         await self.reset()
 
 

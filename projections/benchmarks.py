@@ -41,6 +41,7 @@ _result = msgspec.json.Decoder(CommandResult)
 class BenchmarksProjection:
     name = "benchmarks"
     stream = "ledger"
+    handles = (BenchmarkObserved, CommandResultReported)
     tables = ("node_benchmarks",)
 
     async def apply(self, db: Database, batch: Sequence[Decoded]) -> None:

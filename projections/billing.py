@@ -336,6 +336,7 @@ def _from_ms(ms: int) -> datetime:
 class BillingProjection:
     name = "billing"
     stream = "ledger"
+    handles = (CustomerEvent, ModelPriceSet, PayoutBatchEvent)
     tables = (
         "billing_customers",
         "billing_entries",

@@ -47,6 +47,7 @@ _json = msgspec.json.Encoder()
 class CommandsProjection:
     name = "commands"
     stream = "ledger"
+    handles = COMMAND_EVENTS
     tables = ("commands",)
 
     async def apply(self, db: Database, batch: Sequence[Decoded]) -> None:

@@ -62,6 +62,7 @@ class HeartbeatsProjection:
 
     name = "heartbeats"
     stream = "heartbeats"
+    handles = (HeartbeatRecorded,)
     tables = ("node_heartbeats", "model_profiles")
 
     async def apply(self, db: Database, batch: Sequence[Decoded]) -> None:

@@ -45,6 +45,7 @@ class NodesProjection:
 
     name = "nodes"
     stream = "ledger"
+    handles = (NodeEnrolled, NodeApproved, NodeRevoked, NodeKeyRotated)
     tables = ("nodes",)
 
     async def apply(self, db: Database, batch: Sequence[Decoded]) -> None:

@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from domain.decoding import Decoded
+from domain.events import Event
 from projections.db import Database
 
 
@@ -18,6 +19,12 @@ class Projection(Protocol):
 
     @property
     def tables(self) -> tuple[str, ...]: ...
+
+    @property
+    def handles(self) -> tuple[type[Event], ...]:
+        """The events it applies (and their subclasses); the runner passes it no others,
+        and a batch with none of them costs it no transaction."""
+        ...
 
     async def apply(self, db: Database, batch: Sequence[Decoded]) -> None:
         """Apply a batch inside the caller's transaction, in as few round trips as it can."""

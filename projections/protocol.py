@@ -11,6 +11,7 @@ class ProtocolProjection:
 
     name = "protocol"
     stream = "ledger"
+    handles = (ProtocolObserved,)
     tables = ("node_protocol",)
 
     async def apply(self, db: Database, batch: Sequence[Decoded]) -> None:

@@ -36,6 +36,7 @@ ON CONFLICT (node_id) DO UPDATE SET
 class RoutesProjection:
     name = "routes"
     stream = "ledger"
+    handles = (RouteConnected, RouteDisconnected, RoutePolicySet)
     tables = ("node_routes",)
 
     async def apply(self, db: Database, batch: Sequence[Decoded]) -> None:
@@ -69,6 +70,7 @@ class RoutesProjection:
 class RouteProbesProjection:
     name = "route_probes"
     stream = "heartbeats"
+    handles = (RouteProbed,)
     tables = ("node_route_probes",)
 
     async def apply(self, db: Database, batch: Sequence[Decoded]) -> None:

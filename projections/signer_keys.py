@@ -8,6 +8,7 @@ from projections.db import Database
 class SignerKeysProjection:
     name = "signer_keys"
     stream = "ledger"
+    handles = (SignerKeyPublished,)
     tables = ("signer_keys",)
 
     async def apply(self, db: Database, batch: Sequence[Decoded]) -> None:

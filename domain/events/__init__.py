@@ -125,6 +125,11 @@ def type_name(event: Event) -> str:
     return type(event).__name__
 
 
+def type_names(*classes: type[Event]) -> frozenset[str]:
+    """The envelope types of every event that is an instance of one of ``classes``."""
+    return frozenset(name for name, cls in EVENT_TYPES.items() if issubclass(cls, classes))
+
+
 __all__ = [
     "EVENT_TYPES",
     "BenchmarkObserved",
@@ -185,4 +190,5 @@ __all__ = [
     "UnknownEventType",
     "decode_payload",
     "type_name",
+    "type_names",
 ]

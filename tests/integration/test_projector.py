@@ -21,6 +21,7 @@ from domain.streams import Topology
 from projections.catalog import all_projections
 from projections.db import Database
 from projections.heartbeats import HeartbeatsProjection
+from projections.routes import RouteProbesProjection
 from tests.conftest import Servers
 from tests.support import enrolled, heartbeat
 
@@ -111,7 +112,9 @@ class CrashingProjection:
 
     def __init__(self, crash_on_batch: int) -> None:
         self.inner = HeartbeatsProjection()
-        self.name, self.stream, self.tables = self.inner.name, self.inner.stream, self.inner.tables
+        inner = self.inner
+        self.name, self.stream, self.tables = inner.name, inner.stream, inner.tables
+        self.handles = inner.handles
         self.batches = 0
         self.crash_on_batch = crash_on_batch
 
@@ -139,6 +142,28 @@ async def test_crash_mid_batch_then_restart_applies_each_event_once(
     await restarted.catch_up(head)
     count = await pool.fetchval("SELECT sum(heartbeat_count) FROM node_heartbeats")
     assert count == 2500
+
+
+async def test_events_a_projection_does_not_handle_cost_it_no_transaction_per_batch(
+    js_store: JetStreamEventStore, topology: Topology, signer: Signer, pool: asyncpg.Pool
+) -> None:
+    await fill(js_store, topology, signer, beats=2500)  # heartbeats: no route probes
+    _, head = await js_store.bounds(topology.heartbeats.name)
+    runner = ProjectionRunner(pool, js_store, topology, RouteProbesProjection(), batch_size=500)
+
+    async def checkpoint() -> int:
+        return int(
+            await pool.fetchval(
+                "SELECT last_seq FROM projection_checkpoints WHERE projection = 'route_probes'"
+            )
+        )
+
+    while runner.position < head:
+        await runner.step(timeout=1.0)
+    assert await checkpoint() == 500  # the first batch committed; the rest were read past
+    await runner.step(timeout=0.05)  # the stream is quiet: the checkpoint catches up
+    assert await checkpoint() == head == runner.committed
+    await runner.reset()
 
 
 async def test_two_runners_racing_apply_each_event_once(
