@@ -60,3 +60,35 @@ async def test_the_schema_documents_every_error_answer_as_it_is_sent(cp: Harness
     chat = schema["paths"]["/v1/chat/completions"]["post"]
     assert set(chat["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
     assert chat["requestBody"]["required"] is True
+
+
+async def test_bad_utf8_inside_a_json_string_is_a_400_not_a_500(cp: Harness) -> None:
+    # msgspec raises UnicodeDecodeError, not a DecodeError, for it: Litestar answered 500.
+    body = b'{"node_id": "\xff", "public_key": "x"}'
+    response = await cp.client.post(
+        "/v1/enrollment/challenges", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+    _, secret = await customer(cp.plane, 1000)
+    gateway = await cp.client.post(
+        "/v1/chat/completions",
+        content=b'{"model": "\xe2", "messages": []}',
+        headers={"Authorization": f"Bearer {secret}", "content-type": "application/json"},
+    )
+    assert gateway.status_code == 400, gateway.text
+    assert gateway.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_a_unicode_digit_timestamp_is_refused_not_a_crash(cp: Harness) -> None:
+    # "²".isdigit() is True and int("²") raises: the signed-request parser crashed.
+    node = cp.node("node-a")
+    assert (await node.enroll()).status_code == 201
+    headers = {**node.headers(node.report(1)), "x-b3iq-timestamp": "\u00b2"}
+    response = await cp.client.post(
+        "/v1/nodes/node-a/heartbeats",
+        content=node.report(1),
+        headers={k: v.encode("latin-1") for k, v in headers.items()},
+    )
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["code"] == "invalid_signature"
