@@ -222,7 +222,7 @@ class Broker:
         """Another process asks us to run a request on a node we hold."""
         try:
             frame = _relay_in.decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
             return
         if isinstance(frame, Cancel):
             task = self._relayed.get(frame.id)

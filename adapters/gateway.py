@@ -97,7 +97,7 @@ def parse(raw: bytes) -> tuple[HostedRequest, B3iqOptions, dict[str, Any]]:
             raise invalid("the body must be a JSON object")
         options = msgspec.convert(body.pop("b3iq", None) or {}, B3iqOptions)
         request = msgspec.convert(body, HostedRequest)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # the latter: bad UTF-8 in a string
         raise invalid("the body is not valid JSON") from None
     except msgspec.ValidationError as exc:
         raise invalid(str(exc)) from None

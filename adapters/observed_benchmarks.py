@@ -92,6 +92,8 @@ class ObservedBenchmarks:
                     ttft = ttft if ttft is not None else time.perf_counter() - started
                     text.extend(c.delta.content or "" for c in _chunk.decode(frame.data).choices)
                 elif isinstance(frame, Failed):
+                    if 400 <= frame.status < 500:  # the node refused: e.g. a model not offered
+                        raise ApiError(frame.status, frame.code, "Refused", frame.message)
                     raise ApiError(
                         502,
                         "router_dispatch_failed",

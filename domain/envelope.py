@@ -51,11 +51,18 @@ def wire_bytes(body: bytes, signature: str) -> bytes:
 
 def split_wire(data: bytes) -> WireEnvelope:
     """Raises msgspec.DecodeError / ValidationError on anything but a well-formed envelope."""
-    return _wire_decoder.decode(data)
+    try:
+        return _wire_decoder.decode(data)
+    except UnicodeDecodeError as exc:  # msgspec's error for bad UTF-8 inside a string
+        raise msgspec.DecodeError(f"invalid UTF-8: {exc.reason}") from None
 
 
 def decode_body(body: bytes | msgspec.Raw) -> EnvelopeBody:
-    return _body_decoder.decode(body)
+    """Raises msgspec.DecodeError / ValidationError on anything but a well-formed body."""
+    try:
+        return _body_decoder.decode(body)
+    except UnicodeDecodeError as exc:
+        raise msgspec.DecodeError(f"invalid UTF-8: {exc.reason}") from None
 
 
 def event_hash(body: bytes | msgspec.Raw) -> str:

@@ -84,7 +84,7 @@ def parse_headers(headers: Mapping[str, str]) -> SignedHeaders | Rejection:
     node_id, key_id, timestamp, nonce, signature = values
     if node_id is None or key_id is None or timestamp is None or nonce is None or not signature:
         return Rejection("unauthorized", "missing_signature_headers")
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         return Rejection("invalid_signature", "malformed_timestamp")
     if not _NONCE.match(nonce):
         return Rejection("invalid_signature", "malformed_nonce")

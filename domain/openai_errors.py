@@ -6,6 +6,8 @@ PRODUCT.md §7: ``{"error": {"message", "type", "param", "code", "b3iq": {"statu
 
 from typing import Any
 
+import msgspec
+
 OPENAI_TYPES = {400: "invalid_request_error", 413: "invalid_request_error"}
 OPENAI_TYPES |= {415: "invalid_request_error", 422: "invalid_request_error"}
 OPENAI_TYPES |= {401: "authentication_error", 403: "authentication_error"}
@@ -30,3 +32,24 @@ def openai_error(  # noqa: PLR0917
             "b3iq": {"status": status, "title": title, "detail": detail, "code": family or code},
         }
     }
+
+
+class B3iqErrorBlock(msgspec.Struct, frozen=True):
+    status: int
+    title: str
+    detail: str
+    code: str
+
+
+class OpenAIError(msgspec.Struct, frozen=True):
+    message: str
+    type: str
+    param: str | None
+    code: str
+    b3iq: B3iqErrorBlock
+
+
+class OpenAIErrorBody(msgspec.Struct, frozen=True):
+    """What ``openai_error`` builds, as a type: the OpenAPI schemas name it."""
+
+    error: OpenAIError

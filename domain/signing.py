@@ -70,7 +70,10 @@ class Keyring:
         if verifier is None:
             return False
         try:
-            verifier.verify(message, b64decode(signature))
+            raw = b64decode(signature)
+            verifier.verify(message, raw)
         except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
             return False
-        return True
+        # Base64 has spare bits in its last character: only our own encoding of these
+        # bytes counts, or one signature would have many spellings (and envelopes too).
+        return b64encode(raw) == signature

@@ -1,5 +1,6 @@
 """One chat completion: checks, run on the model's runtime, signed receipt, response bodies."""
 
+import re
 import time
 from collections.abc import AsyncIterator
 
@@ -20,6 +21,8 @@ from node.errors import NodeError, invalid_request
 from node.receipts import Receipt, Timings, Usage, digest, issue_receipt
 from node.runtime.base import Completion, Message, Runtime, SamplingParams
 from node.services import NodeServices
+
+_TOKEN_ID = re.compile(r"-?[0-9]{1,10}")
 
 
 def _text_of(message: ChatMessageIn, index: int) -> str:
@@ -49,7 +52,7 @@ def to_params(request: ChatCompletionRequest) -> SamplingParams:
     stop = request.stop
     bias: dict[int, float] = {}
     for token, value in (request.logit_bias or {}).items():
-        if not token.lstrip("-").isdigit():
+        if not _TOKEN_ID.fullmatch(token):  # not isdigit(): "²" and "--1" are not ints
             raise invalid_request(f"logit_bias key {token!r} is not a token id", "logit_bias")
         bias[int(token)] = value
     return SamplingParams(

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import asyncpg
 import pytest
+from hypothesis import settings
 
 from adapters.jetstream import JetStreamEventStore
 from adapters.postgres import create_pool, migrate
@@ -17,6 +18,12 @@ from domain.streams import Topology
 from tests.support import jetstream_store
 
 TEMPLATE_DB = "b3iq_test_template"
+
+# Property tests: a modest example count keeps the unit tier fast;
+# B3IQ_HYPOTHESIS_PROFILE=thorough runs many more (a soak, not part of CI).
+settings.register_profile("fast", max_examples=60, deadline=None, database=None)
+settings.register_profile("thorough", max_examples=5000, deadline=None, database=None)
+settings.load_profile(os.environ.get("B3IQ_HYPOTHESIS_PROFILE", "fast"))
 
 
 class Servers(NamedTuple):

@@ -119,21 +119,27 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny.gguf")
 
 
-@pytest.fixture
-async def world(
-    servers: Servers, database_url: str, topology: Topology, tmp_path: Path, tiny: Path
+@contextlib.asynccontextmanager
+async def open_world(
+    servers: Servers,
+    database_url: str,
+    topology: Topology,
+    tmp_path: Path,
+    tiny: Path,
+    **overrides: object,
 ) -> AsyncIterator[World]:
-    settings = {"benchmark_fresh_s": FRESH_S, "route_probe_interval_s": 3600.0}
+    """``overrides``: control-plane settings beyond the ones every route test uses."""
+    settings = {"benchmark_fresh_s": FRESH_S, "route_probe_interval_s": 3600.0, **overrides}
     async for cp in _harness(servers, database_url, topology, tmp_path / "cp", **settings):
         # A second API process: its own connections and broker, the same log and key.
         second = await bootstrap(cp.plane.settings)
         one, two = await serve(cp.plane), await serve(second)
-        settings = NodeSettings(home=tmp_path / "node")
-        settings.state_dir.mkdir()
-        db = Database(settings.db_path)
-        create_identity(db, settings.key_path)
+        node_settings = NodeSettings(home=tmp_path / "node")
+        node_settings.state_dir.mkdir()
+        db = Database(node_settings.db_path)
+        create_identity(db, node_settings.key_path)
         db.close()
-        node = open_services(settings)
+        node = open_services(node_settings)
         await node.start([tiny])
         # The owner offers this model to the network (set_profile_policy does the same).
         policy = {
@@ -161,7 +167,21 @@ async def world(
 
 
 @pytest.fixture
+async def world(
+    servers: Servers, database_url: str, topology: Topology, tmp_path: Path, tiny: Path
+) -> AsyncIterator[World]:
+    async with open_world(servers, database_url, topology, tmp_path, tiny) as w:
+        yield w
+
+
+@pytest.fixture
 async def paid(world: World) -> World:
+    return await make_paid(world)
+
+
+async def make_paid(world: World) -> World:
+    """Protocol evidence, public inference allowed and an observed benchmark: the node
+    passes every gate for the tiny model."""
     async with httpx.AsyncClient(base_url=world.one.url, timeout=60) as http:
         observed = await http.post(
             f"/v1/admin/nodes/{world.node_id}/protocol",

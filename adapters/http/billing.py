@@ -7,13 +7,12 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery
-from msgspec import Meta
+from litestar.params import FromPath, QueryParameter
 
 from adapters.billing import GatewayPrincipal
 from adapters.bootstrap import ControlPlane
 from adapters.http.billing_schemas import AccountOut, account_out
-from adapters.http.problems import ApiError
+from adapters.http.problems import ApiError, problems
 from domain.billing.state import BILLING_READ, Policy
 from projections import billing_queries as q
 
@@ -106,7 +105,9 @@ class CustomerBillingController(Controller):
     tags = ["billing"]
     dependencies = {"principal": Provide(_principal)}
 
-    @get("/account", summary="Balance, reserved, available and policy")
+    @get(
+        "/account", summary="Balance, reserved, available and policy", responses=problems(401, 403)
+    )
     async def account(
         self,
         plane: NamedDependency[ControlPlane],
@@ -121,13 +122,15 @@ class CustomerBillingController(Controller):
             **msgspec.structs.asdict(base), key_id=key.key_id, key_policy=key.policy
         )
 
-    @get("/usage", summary="Totals by kind and the latest entries")
+    @get(
+        "/usage", summary="Totals by kind and the latest entries", responses=problems(400, 401, 403)
+    )
     async def usage(
         self,
         plane: NamedDependency[ControlPlane],
         principal: NamedDependency[GatewayPrincipal],
-        window_days: FromQuery[Annotated[int, Meta(ge=1, le=366)]] = 30,
-        limit: FromQuery[Annotated[int, Meta(ge=1, le=500)]] = 100,
+        window_days: Annotated[int, QueryParameter(ge=1, le=366)] = 30,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     ) -> UsageOut:
         since = plane.clock() - timedelta(days=window_days)
         async with plane.pool.acquire() as conn:
@@ -140,7 +143,11 @@ class CustomerBillingController(Controller):
             entries=[entry_out(e) for e in entries],
         )
 
-    @get("/jobs/{job_id:str}", summary="A job's reservations and entries")
+    @get(
+        "/jobs/{job_id:str}",
+        summary="A job's reservations and entries",
+        responses=problems(400, 401, 403, 404),
+    )
     async def job(
         self,
         plane: NamedDependency[ControlPlane],
@@ -175,7 +182,11 @@ class CustomerBillingController(Controller):
 class PublicReceiptController(Controller):
     tags = ["public"]
 
-    @get("/v1/receipts/{receipt_hash:str}", summary="An accepted receipt, public-safe")
+    @get(
+        "/v1/receipts/{receipt_hash:str}",
+        summary="An accepted receipt, public-safe",
+        responses=problems(400, 404),
+    )
     async def receipt(
         self, plane: NamedDependency[ControlPlane], receipt_hash: FromPath[str]
     ) -> q.PublicReceipt:

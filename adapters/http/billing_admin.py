@@ -6,8 +6,7 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody
-from msgspec import Meta
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from adapters.admin_tokens import AdminSession
 from adapters.bootstrap import ControlPlane
@@ -24,7 +23,7 @@ from adapters.http.billing_schemas import (
     Why,
     admin_account_out,
 )
-from adapters.http.problems import ApiError
+from adapters.http.problems import ApiError, problems
 from domain.billing.state import Policy
 from domain.events import PriceEntry
 from projections import billing_queries as q
@@ -94,7 +93,7 @@ class BillingAdminController(Controller):
     tags = ["billing-admin"]
     dependencies = {"session": provide_session}
 
-    @post("/customers", summary="Create a customer (admin)")
+    @post("/customers", summary="Create a customer (admin)", responses=problems(400, 401, 403, 409))
     async def create(
         self,
         plane: NamedDependency[ControlPlane],
@@ -111,7 +110,11 @@ class BillingAdminController(Controller):
         )
         return admin_account_out(state)
 
-    @get("/customers/{customer_id:str}", summary="A customer's account, from the log")
+    @get(
+        "/customers/{customer_id:str}",
+        summary="A customer's account, from the log",
+        responses=problems(400, 401, 404),
+    )
     async def show(
         self,
         plane: NamedDependency[ControlPlane],
@@ -123,7 +126,11 @@ class BillingAdminController(Controller):
             raise ApiError(404, "not_found", "Not Found", "no such customer")
         return admin_account_out(state)
 
-    @post("/customers/{customer_id:str}/credits", summary="Grant credit, with a reason")
+    @post(
+        "/customers/{customer_id:str}/credits",
+        summary="Grant credit, with a reason",
+        responses=problems(400, 401, 403, 404),
+    )
     async def credit(
         self,
         plane: NamedDependency[ControlPlane],
@@ -137,7 +144,11 @@ class BillingAdminController(Controller):
         )
         return admin_account_out(state)
 
-    @post("/customers/{customer_id:str}/adjustments", summary="Adjust credit (signed amount)")
+    @post(
+        "/customers/{customer_id:str}/adjustments",
+        summary="Adjust credit (signed amount)",
+        responses=problems(400, 401, 403, 404),
+    )
     async def adjust(
         self,
         plane: NamedDependency[ControlPlane],
@@ -151,7 +162,11 @@ class BillingAdminController(Controller):
         )
         return admin_account_out(state)
 
-    @put("/customers/{customer_id:str}/policy", summary="Set a customer's policy")
+    @put(
+        "/customers/{customer_id:str}/policy",
+        summary="Set a customer's policy",
+        responses=problems(400, 401, 403, 404),
+    )
     async def customer_policy(
         self,
         plane: NamedDependency[ControlPlane],
@@ -165,7 +180,11 @@ class BillingAdminController(Controller):
         )
         return admin_account_out(state)
 
-    @post("/customers/{customer_id:str}/gateway-keys", summary="Issue a gateway key (once)")
+    @post(
+        "/customers/{customer_id:str}/gateway-keys",
+        summary="Issue a gateway key (once)",
+        responses=problems(400, 401, 403, 404),
+    )
     async def issue_key(
         self,
         plane: NamedDependency[ControlPlane],
@@ -194,7 +213,11 @@ class BillingAdminController(Controller):
             key=issued.secret,
         )
 
-    @get("/customers/{customer_id:str}/gateway-keys", summary="A customer's keys (no secrets)")
+    @get(
+        "/customers/{customer_id:str}/gateway-keys",
+        summary="A customer's keys (no secrets)",
+        responses=problems(400, 401, 404),
+    )
     async def keys(
         self,
         plane: NamedDependency[ControlPlane],
@@ -203,7 +226,12 @@ class BillingAdminController(Controller):
     ) -> KeyList:
         return KeyList(await plane.managed.billing_admin.keys(customer_id))
 
-    @post("/gateway-keys/{key_id:str}/revoke", summary="Revoke a gateway key", status_code=200)
+    @post(
+        "/gateway-keys/{key_id:str}/revoke",
+        summary="Revoke a gateway key",
+        status_code=200,
+        responses=problems(400, 401, 403, 404),
+    )
     async def revoke(
         self,
         plane: NamedDependency[ControlPlane],
@@ -217,7 +245,11 @@ class BillingAdminController(Controller):
         )
         return Revoked(key_id=key_id, customer_id=customer_id, revoked=True)
 
-    @put("/gateway-keys/{key_id:str}/policy", summary="Set a gateway key's policy")
+    @put(
+        "/gateway-keys/{key_id:str}/policy",
+        summary="Set a gateway key's policy",
+        responses=problems(400, 401, 403, 404),
+    )
     async def key_policy(
         self,
         plane: NamedDependency[ControlPlane],
@@ -231,7 +263,11 @@ class BillingAdminController(Controller):
         )
         return KeyPolicyOut(key_id=key.key_id, policy=key.policy)
 
-    @put("/prices", summary="Set a model's (or profile's) per-token prices")
+    @put(
+        "/prices",
+        summary="Set a model's (or profile's) per-token prices",
+        responses=problems(400, 401, 403),
+    )
     async def set_price(
         self,
         plane: NamedDependency[ControlPlane],
@@ -248,14 +284,19 @@ class BillingAdminController(Controller):
         )
         return PriceList(list(book))
 
-    @get("/prices", summary="The price book")
+    @get("/prices", summary="The price book", responses=problems(401))
     async def prices(
         self, plane: NamedDependency[ControlPlane], session: NamedDependency[AdminSession]
     ) -> PriceList:
         plane.managed.billing.forget_prices()
         return PriceList(list(await plane.managed.billing.price_book()))
 
-    @post("/release-stale", summary="List (dry run) or release stale reservations", status_code=200)
+    @post(
+        "/release-stale",
+        summary="List (dry run) or release stale reservations",
+        status_code=200,
+        responses=problems(400, 401, 403),
+    )
     async def release_stale(
         self,
         plane: NamedDependency[ControlPlane],
@@ -279,12 +320,16 @@ class BillingAdminController(Controller):
             ],
         )
 
-    @get("/treasury-report", summary="Customer debits, node payouts and protocol fees")
+    @get(
+        "/treasury-report",
+        summary="Customer debits, node payouts and protocol fees",
+        responses=problems(400, 401, 403),
+    )
     async def treasury(
         self,
         plane: NamedDependency[ControlPlane],
         session: NamedDependency[AdminSession],
-        window_days: FromQuery[Annotated[int, Meta(ge=1, le=3660)]] = 30,
+        window_days: Annotated[int, QueryParameter(ge=1, le=3660)] = 30,
     ) -> TreasuryReport:
         require(session, "admin")
         since = plane.clock() - timedelta(days=window_days)

@@ -74,7 +74,7 @@ async def _read(receive: Receive, conn: NodeConnection) -> None:
         data = message.get("bytes") or (message.get("text") or "").encode()
         try:
             conn.deliver(from_node.decode(data))
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
             log.warning("undecodable frame from node %s", conn.node_id)
 
 

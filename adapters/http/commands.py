@@ -14,7 +14,7 @@ from adapters.command_queue import Change, Issued, ResultAccepted
 from adapters.enrollment import NODE_ID, check_node_id
 from adapters.http.admin_auth import provide_session, require
 from adapters.http.enrollment import signed_path
-from adapters.http.problems import ApiError
+from adapters.http.problems import ApiError, problems
 from domain.canonical import b64decode, b64encode
 from domain.command_messages import Polled
 from domain.command_specs import KINDS, CommandSpec
@@ -51,13 +51,17 @@ def _command_id(command_id: str) -> str:
 class NodeCommandsController(Controller):
     tags = ["managed"]
 
-    @get("/v1/nodes/{node_id:str}/commands", summary="Signed long-poll: lease waiting commands")
+    @get(
+        "/v1/nodes/{node_id:str}/commands",
+        summary="Signed long-poll: lease waiting commands",
+        responses=problems(400, 401, 409),
+    )
     async def poll(
         self,
         plane: NamedDependency[ControlPlane],
         request: Request[Any, Any, Any],
         node_id: FromPath[str],
-        wait: FromQuery[Annotated[float, Meta(ge=0, le=300)]] = 0.0,
+        wait: Annotated[float, QueryParameter(ge=0, le=300)] = 0.0,
     ) -> Polled:
         check_node_id(node_id)
         return await plane.managed.commands.poll(
@@ -68,6 +72,7 @@ class NodeCommandsController(Controller):
         "/v1/nodes/{node_id:str}/commands/{command_id:str}/result",
         summary="Signed result (or refusal) of a leased command",
         status_code=200,
+        responses=problems(400, 401, 404, 409),
     )
     async def result(
         self,
@@ -87,7 +92,11 @@ class OperatorCommandsController(Controller):
     tags = ["operator"]
     dependencies = {"session": provide_session}
 
-    @post("/v1/commands", summary="Issue a typed command to a node (operator)")
+    @post(
+        "/v1/commands",
+        summary="Issue a typed command to a node (operator)",
+        responses=problems(400, 401, 403, 404, 409),
+    )
     async def issue(
         self,
         plane: NamedDependency[ControlPlane],
@@ -99,7 +108,11 @@ class OperatorCommandsController(Controller):
             data.node_id, data.command, session.token_id, data.reason, data.command_id
         )
 
-    @get("/v1/commands", summary="Commands, newest first, by node, state (comma list) or kind")
+    @get(
+        "/v1/commands",
+        summary="Commands, newest first, by node, state (comma list) or kind",
+        responses=problems(400, 401),
+    )
     async def search(  # noqa: PLR0917
         self,
         plane: NamedDependency[ControlPlane],
@@ -108,7 +121,7 @@ class OperatorCommandsController(Controller):
         states_in: Annotated[str | None, QueryParameter(name="state")] = None,
         kind: FromQuery[str | None] = None,
         cursor: FromQuery[str | None] = None,
-        limit: FromQuery[Annotated[int, Meta(ge=1, le=500)]] = 50,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> CommandPage:
         states = tuple(s for s in (states_in or "").split(",") if s)
         if not set(states) <= set(STATES):
@@ -127,7 +140,11 @@ class OperatorCommandsController(Controller):
             data=page, next_cursor=b64encode(page[-1].command_id.encode()) if more else None
         )
 
-    @get("/v1/commands/{command_id:str}", summary="One command, its state judged now")
+    @get(
+        "/v1/commands/{command_id:str}",
+        summary="One command, its state judged now",
+        responses=problems(400, 401, 404),
+    )
     async def show(
         self,
         plane: NamedDependency[ControlPlane],
@@ -136,7 +153,11 @@ class OperatorCommandsController(Controller):
     ) -> CommandView:
         return await plane.managed.commands.show(_command_id(command_id))
 
-    @post("/v1/commands/{command_id:str}/retry", summary="Queue a finished command again")
+    @post(
+        "/v1/commands/{command_id:str}/retry",
+        summary="Queue a finished command again",
+        responses=problems(400, 401, 403, 404, 409),
+    )
     async def retry(
         self,
         plane: NamedDependency[ControlPlane],
@@ -149,7 +170,11 @@ class OperatorCommandsController(Controller):
             _command_id(command_id), session.token_id, data.reason
         )
 
-    @post("/v1/commands/{command_id:str}/cancel", summary="Cancel a queued or leased command")
+    @post(
+        "/v1/commands/{command_id:str}/cancel",
+        summary="Cancel a queued or leased command",
+        responses=problems(400, 401, 403, 404, 409),
+    )
     async def cancel(
         self,
         plane: NamedDependency[ControlPlane],
@@ -166,6 +191,7 @@ class OperatorCommandsController(Controller):
         "/v1/commands/{command_id:str}/audit",
         summary="The command's signed events as JSON lines, exactly as the log holds them",
         media_type="application/x-ndjson",
+        responses=problems(400, 401, 404),
     )
     async def audit(
         self,

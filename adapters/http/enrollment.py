@@ -12,6 +12,7 @@ from msgspec import Meta
 from adapters.bootstrap import ControlPlane
 from adapters.enrollment import Enrolled, check_node_id
 from adapters.heartbeat_intake import HeartbeatAccepted
+from adapters.http.problems import problems
 from adapters.key_rotation import KeyRotated
 from domain.enrollment import IssuedChallenge
 
@@ -49,7 +50,11 @@ _challenge_fields = msgspec.json.Decoder(dict[str, Any])
 class NodeFacingController(Controller):
     tags = ["managed"]
 
-    @post("/v1/enrollment/challenges", summary="A single-use challenge bound to a node key")
+    @post(
+        "/v1/enrollment/challenges",
+        summary="A single-use challenge bound to a node key",
+        responses=problems(400),
+    )
     async def challenge(
         self, plane: NamedDependency[ControlPlane], data: JSONBody[ChallengeRequest]
     ) -> ChallengeOut:
@@ -61,7 +66,11 @@ class NodeFacingController(Controller):
             expires_at=datetime.fromisoformat(expires),
         )
 
-    @post("/v1/enrollments", summary="Enroll with a signed answer to a challenge")
+    @post(
+        "/v1/enrollments",
+        summary="Enroll with a signed answer to a challenge",
+        responses=problems(400, 401, 409),
+    )
     async def enroll(
         self, plane: NamedDependency[ControlPlane], data: JSONBody[EnrollmentRequest]
     ) -> Enrolled:
@@ -72,6 +81,7 @@ class NodeFacingController(Controller):
         "/v1/nodes/{node_id:str}/heartbeats",
         summary="A signed heartbeat report",
         opt={NO_HTTP_METRICS: True},
+        responses=problems(400, 401, 409),
     )
     async def heartbeat(
         self,
@@ -91,6 +101,7 @@ class NodeFacingController(Controller):
     @post(
         "/v1/nodes/{node_id:str}/keys",
         summary="Rotate the node's key: signed with the current key, the new key's proof inside",
+        responses=problems(400, 401, 409),
     )
     async def rotate_key(
         self,

@@ -16,7 +16,7 @@ from litestar.response import Stream
 from adapters.bootstrap import ControlPlane
 from adapters.gateway import Completed
 from adapters.http import sse
-from adapters.http.problems import ApiError
+from adapters.http.problems import ApiError, openai_problems
 from adapters.outages import TRANSIENT
 from domain.openai_errors import openai_error
 
@@ -62,6 +62,10 @@ def on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return _openai(exc.status_code, code, "Error", str(exc.detail))
 
 
+def on_bad_text(_: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[Any]:
+    return _openai(400, "invalid_request", "Bad Request", "the body is not valid UTF-8")
+
+
 def on_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.warning("dependency unavailable: %s", type(exc).__name__)
     return _openai(503, "service_unavailable", "Service Unavailable", "retry later")
@@ -77,11 +81,16 @@ class GatewayController(Controller):
     exception_handlers = {
         ApiError: on_api_error,
         HTTPException: on_http,
+        UnicodeDecodeError: on_bad_text,
         **dict.fromkeys(TRANSIENT, on_unavailable),
         Exception: on_crash,
     }
 
-    @get("/v1/models", summary="Models servable now: an eligible node with fresh observed evidence")
+    @get(
+        "/v1/models",
+        summary="Models servable now: an eligible node with fresh observed evidence",
+        responses=openai_problems(401, 403),
+    )
     async def models(
         self, plane: NamedDependency[ControlPlane], request: Request[Any, Any, Any]
     ) -> ModelList:
@@ -93,6 +102,8 @@ class GatewayController(Controller):
         "/v1/chat/completions",
         summary="A paid chat completion, routed to an eligible node (streams pass through)",
         status_code=200,
+        responses=openai_problems(400, 401, 402, 403, 404, 409, 413, 429, 502),
+        operation_class=sse.ChatPassThrough,
     )
     async def chat(
         self, plane: NamedDependency[ControlPlane], request: Request[Any, Any, Any]

@@ -6,14 +6,14 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from msgspec import Meta
 
 from adapters.admin_tokens import ROLES, AdminSession
 from adapters.bootstrap import ControlPlane
 from adapters.enrollment import check_node_id
 from adapters.http.admin_auth import provide_session, require
-from adapters.http.problems import ApiError
+from adapters.http.problems import ApiError, problems
 from adapters.node_operations import NodeChange, NodeReadiness
 from domain.canonical import b64decode, b64encode
 from projections.node_queries import (
@@ -67,11 +67,19 @@ class OperatorController(Controller):
     tags = ["operator"]
     dependencies = {"session": provide_session}
 
-    @get("/v1/admin/auth/session", summary="Who this token is: role and name, never the token")
+    @get(
+        "/v1/admin/auth/session",
+        summary="Who this token is: role and name, never the token",
+        responses=problems(401),
+    )
     async def session(self, session: NamedDependency[AdminSession]) -> AdminSession:
         return session
 
-    @post("/v1/admin/tokens", summary="Create an admin token (admin)")
+    @post(
+        "/v1/admin/tokens",
+        summary="Create an admin token (admin)",
+        responses=problems(400, 401, 403),
+    )
     async def create_token(
         self,
         plane: NamedDependency[ControlPlane],
@@ -86,7 +94,11 @@ class OperatorController(Controller):
             token_id=created.token_id, name=created.name, role=created.role, token=secret
         )
 
-    @get("/v1/nodes", summary="Nodes, filtered by claim, blocker, model, tier or status")
+    @get(
+        "/v1/nodes",
+        summary="Nodes, filtered by claim, blocker, model, tier or status",
+        responses=problems(400, 401),
+    )
     async def nodes(  # noqa: PLR0917
         self,
         plane: NamedDependency[ControlPlane],
@@ -97,7 +109,7 @@ class OperatorController(Controller):
         tier: FromQuery[str | None] = None,
         status: FromQuery[str | None] = None,
         cursor: FromQuery[str | None] = None,
-        limit: FromQuery[Annotated[int, Meta(ge=1, le=500)]] = 50,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> NodePage:
         if claim is not None and claim not in CLAIM_FILTERS:
             raise ApiError(
@@ -119,7 +131,11 @@ class OperatorController(Controller):
         next_cursor = b64encode(page[-1].node_id.encode()) if more else None
         return NodePage(data=page, next_cursor=next_cursor)
 
-    @get("/v1/nodes/{node_id:str}", summary="A node: enrollment, inventory, heartbeat, profiles")
+    @get(
+        "/v1/nodes/{node_id:str}",
+        summary="A node: enrollment, inventory, heartbeat, profiles",
+        responses=problems(400, 401, 404),
+    )
     async def node(
         self,
         plane: NamedDependency[ControlPlane],
@@ -128,7 +144,11 @@ class OperatorController(Controller):
     ) -> NodeDetail:
         return await plane.managed.nodes.detail(check_node_id(node_id))
 
-    @get("/v1/nodes/{node_id:str}/readiness", summary="The five gates, now, with evidence")
+    @get(
+        "/v1/nodes/{node_id:str}/readiness",
+        summary="The five gates, now, with evidence",
+        responses=problems(400, 401, 404),
+    )
     async def readiness(
         self,
         plane: NamedDependency[ControlPlane],
@@ -138,7 +158,11 @@ class OperatorController(Controller):
     ) -> NodeReadiness:
         return await plane.managed.nodes.readiness(check_node_id(node_id), model)
 
-    @post("/v1/nodes/{node_id:str}/approve", summary="Approve a pending enrollment (operator)")
+    @post(
+        "/v1/nodes/{node_id:str}/approve",
+        summary="Approve a pending enrollment (operator)",
+        responses=problems(400, 401, 403, 404, 409),
+    )
     async def approve(
         self,
         plane: NamedDependency[ControlPlane],
@@ -148,7 +172,11 @@ class OperatorController(Controller):
         require(session, "operator")
         return await plane.managed.nodes.approve(check_node_id(node_id), session.token_id)
 
-    @post("/v1/nodes/{node_id:str}/revoke", summary="Revoke a node (admin)")
+    @post(
+        "/v1/nodes/{node_id:str}/revoke",
+        summary="Revoke a node (admin)",
+        responses=problems(400, 401, 403, 404, 409),
+    )
     async def revoke(
         self,
         plane: NamedDependency[ControlPlane],
@@ -161,7 +189,11 @@ class OperatorController(Controller):
             check_node_id(node_id), session.token_id, data.reason
         )
 
-    @post("/v1/admin/nodes/{node_id:str}/protocol", summary="Record a registry observation")
+    @post(
+        "/v1/admin/nodes/{node_id:str}/protocol",
+        summary="Record a registry observation",
+        responses=problems(400, 401, 403, 404),
+    )
     async def protocol(
         self,
         plane: NamedDependency[ControlPlane],

@@ -7,8 +7,10 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.openapi import ResponseSpec
 
 from adapters.outages import TRANSIENT
+from domain.openai_errors import OpenAIErrorBody
 from domain.ports import ConcurrencyConflict
 
 log = logging.getLogger("b3iq.http")
@@ -37,6 +39,28 @@ class ApiError(Exception):
         """The request field at fault, where there is one (OpenAI-shaped errors name it)."""
 
 
+PROBLEM_JSON = "application/problem+json"
+
+
+def problems(
+    *statuses: int, body: type[msgspec.Struct] = ProblemBody, media_type: str = PROBLEM_JSON
+) -> dict[int, ResponseSpec]:
+    """The OpenAPI entries of the error answers a route gives besides its success, so its
+    schema names every status it can answer. 503 (the event log or the database is
+    unreachable) is added: every route that documents errors depends on them."""
+    return {
+        status: ResponseSpec(
+            body, description=_title(status), media_type=media_type, generate_examples=False
+        )
+        for status in sorted({*statuses, 503})
+    }
+
+
+def openai_problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """``problems`` for the OpenAI-compatible routes, which answer OpenAI's error shape."""
+    return problems(*statuses, body=OpenAIErrorBody, media_type="application/json")
+
+
 def problem(
     status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
 ) -> Response[ProblemBody]:
@@ -44,7 +68,7 @@ def problem(
         ProblemBody(Problem(status, title, detail, code)),
         status_code=status,
         headers=headers,
-        media_type="application/problem+json",
+        media_type=PROBLEM_JSON,
     )
 
 
@@ -68,6 +92,10 @@ def make_handlers(retry_after_s: int) -> dict[type[Exception], object]:
     def on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ProblemBody]:
         return problem(400, "invalid_request", "Bad Request", str(exc.detail))
 
+    def on_bad_text(_: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[ProblemBody]:
+        # msgspec raises this (not a DecodeError) for bad UTF-8 inside a JSON string.
+        return problem(400, "invalid_request", "Bad Request", "the body is not valid UTF-8")
+
     def on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ProblemBody]:
         code = "not_found" if isinstance(exc, NotFoundException) else "http_error"
         return problem(
@@ -82,6 +110,7 @@ def make_handlers(retry_after_s: int) -> dict[type[Exception], object]:
         ApiError: on_api_error,
         ConcurrencyConflict: on_conflict,
         ValidationException: on_validation,
+        UnicodeDecodeError: on_bad_text,
         HTTPException: on_http,
         Exception: on_crash,
     }

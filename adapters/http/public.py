@@ -9,6 +9,7 @@ from litestar.params import FromPath, FromQuery
 
 from adapters.bootstrap import ControlPlane
 from adapters.enrollment import check_node_id
+from adapters.http.problems import problems
 from domain.readiness import Readiness
 
 
@@ -39,6 +40,7 @@ class PublicController(Controller):
     @get(
         "/v1/public/nodes/{node_id:str}/route-readiness",
         summary="Public-safe readiness of a node (and a model)",
+        responses=problems(400, 404),
     )
     async def route_readiness(
         self,

@@ -18,13 +18,14 @@ from adapters.broker import RouteUnavailable
 from adapters.enrollment import check_node_id
 from adapters.http import sse
 from adapters.http.admin_auth import provide_session, require
-from adapters.http.problems import ApiError
+from adapters.http.problems import ApiError, problems
 from adapters.route_operations import PolicyChange, RouteView
 from domain.broker_frames import Chunk, Done, Failed, Reply
 from domain.events import BenchmarkObserved
 from projections.benchmarks import benchmarks_of
 
 Reason = Annotated[str, Meta(max_length=512)]
+_chat_object = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 class RoutePolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,11 +80,23 @@ async def passed_on(first: Chunk, frames: AsyncIterator[Reply]) -> AsyncIterator
     yield sse.DONE
 
 
+async def _require_node(plane: ControlPlane, node_id: str) -> None:
+    """404 for a node the log has never enrolled: its route is not down, it never was."""
+    check_node_id(node_id)
+    known, _ = await plane.managed.directory.state(node_id)  # the log, not a read model
+    if known is None:
+        raise ApiError(404, "not_found", "Not Found", "no such node")
+
+
 class RoutesController(Controller):
     tags = ["operator"]
     dependencies = {"session": provide_session}
 
-    @get("/v1/nodes/{node_id:str}/route", summary="The node's broker route and latest probe")
+    @get(
+        "/v1/nodes/{node_id:str}/route",
+        summary="The node's broker route and latest probe",
+        responses=problems(400, 401),
+    )
     async def route(
         self,
         plane: NamedDependency[ControlPlane],
@@ -96,6 +109,7 @@ class RoutesController(Controller):
     @put(
         "/v1/nodes/{node_id:str}/route/policy",
         summary="Allow or forbid public inference over the node's route (operator)",
+        responses=problems(400, 401, 403, 404),
     )
     async def policy(
         self,
@@ -105,10 +119,7 @@ class RoutesController(Controller):
         data: JSONBody[RoutePolicy],
     ) -> PolicyChange:
         require(session, "operator")
-        check_node_id(node_id)
-        known, _ = await plane.managed.directory.state(node_id)  # the log, not a read model
-        if known is None:
-            raise ApiError(404, "not_found", "Not Found", "no such node")
+        await _require_node(plane, node_id)
         return await plane.managed.routes.set_policy(
             node_id, data.public_inference_allowed, session.token_id, data.reason
         )
@@ -117,6 +128,8 @@ class RoutesController(Controller):
         "/v1/nodes/{node_id:str}/route/chat/completions",
         summary="Send one chat request to this node over its route (operator diagnostics)",
         status_code=200,
+        responses=problems(400, 401, 403, 404, 413, 429, 502),
+        operation_class=sse.ChatPassThrough,
     )
     async def chat(
         self,
@@ -126,8 +139,17 @@ class RoutesController(Controller):
         node_id: FromPath[str],
     ) -> Response[Any] | Stream:
         require(session, "operator")
-        check_node_id(node_id)
-        frames = plane.managed.broker.dispatch(node_id, await request.body())
+        await _require_node(plane, node_id)
+        body = await request.body()
+        try:
+            _chat_object.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+            # Passed on as it came, so it must be JSON: anything else would make a frame
+            # the node cannot read, and no reply would ever come.
+            raise ApiError(
+                400, "invalid_request", "Bad Request", "the body must be a JSON object"
+            ) from None
+        frames = plane.managed.broker.dispatch(node_id, body)
         first = await first_reply(frames)
         if isinstance(first, Failed):
             raise failure(first)
@@ -141,6 +163,7 @@ class RoutesController(Controller):
         "/v1/nodes/{node_id:str}/benchmarks",
         summary="Run the fixed benchmark set through the node's route and record it (operator)",
         status_code=201,
+        responses=problems(400, 401, 403, 404, 429, 502),
     )
     async def observe(
         self,
@@ -150,10 +173,14 @@ class RoutesController(Controller):
         data: JSONBody[BenchmarkRequest],
     ) -> BenchmarkObserved:
         require(session, "operator")
-        check_node_id(node_id)
+        await _require_node(plane, node_id)
         return await plane.managed.benchmarks.observe(node_id, data.model, session.token_id)
 
-    @get("/v1/nodes/{node_id:str}/benchmarks", summary="Benchmark evidence, observed and claimed")
+    @get(
+        "/v1/nodes/{node_id:str}/benchmarks",
+        summary="Benchmark evidence, observed and claimed",
+        responses=problems(400, 401),
+    )
     async def benchmarks(
         self,
         plane: NamedDependency[ControlPlane],

@@ -14,6 +14,7 @@ from adapters.bootstrap import ControlPlane
 from adapters.command_queue import Issued
 from adapters.enrollment import check_node_id
 from adapters.http.admin_auth import provide_session, require
+from adapters.http.problems import problems
 from adapters.http.public import RouteReadiness, public_readiness
 from adapters.support_grants import Grant
 from domain.command_specs import SupportBundle
@@ -61,7 +62,11 @@ class GrantAdminController(Controller):
     tags = ["operator"]
     dependencies = {"session": provide_session}
 
-    @post("/v1/nodes/{node_id:str}/support-grants", summary="Issue a support grant (admin)")
+    @post(
+        "/v1/nodes/{node_id:str}/support-grants",
+        summary="Issue a support grant (admin)",
+        responses=problems(400, 401, 403, 404),
+    )
     async def issue(
         self,
         plane: NamedDependency[ControlPlane],
@@ -83,7 +88,11 @@ class GrantAdminController(Controller):
             grant=issued.secret,
         )
 
-    @get("/v1/nodes/{node_id:str}/support-grants", summary="A node's support grants (no secrets)")
+    @get(
+        "/v1/nodes/{node_id:str}/support-grants",
+        summary="A node's support grants (no secrets)",
+        responses=problems(400, 401),
+    )
     async def of_node(
         self,
         plane: NamedDependency[ControlPlane],
@@ -92,7 +101,11 @@ class GrantAdminController(Controller):
     ) -> GrantList:
         return GrantList(await plane.managed.grants.of_node(check_node_id(node_id)))
 
-    @post("/v1/support-grants/{grant_id:str}/revoke", summary="Revoke a support grant (admin)")
+    @post(
+        "/v1/support-grants/{grant_id:str}/revoke",
+        summary="Revoke a support grant (admin)",
+        responses=problems(400, 401, 403, 404),
+    )
     async def revoke(
         self,
         plane: NamedDependency[ControlPlane],
@@ -108,7 +121,11 @@ class SupportController(Controller):
 
     tags = ["support"]
 
-    @get("/v1/support/nodes/{node_id:str}/readiness", summary="Public readiness (support grant)")
+    @get(
+        "/v1/support/nodes/{node_id:str}/readiness",
+        summary="Public readiness (support grant)",
+        responses=problems(400, 401, 403, 404),
+    )
     async def readiness(
         self,
         plane: NamedDependency[ControlPlane],
@@ -120,7 +137,11 @@ class SupportController(Controller):
         await plane.managed.grants.authorize(grant_of(request), node_id, "read_readiness")
         return await public_readiness(plane, node_id, model)
 
-    @get("/v1/support/nodes/{node_id:str}/commands", summary="Recent command states (grant)")
+    @get(
+        "/v1/support/nodes/{node_id:str}/commands",
+        summary="Recent command states (grant)",
+        responses=problems(400, 401, 403),
+    )
     async def commands(
         self,
         plane: NamedDependency[ControlPlane],
@@ -141,7 +162,11 @@ class SupportController(Controller):
             ]
         )
 
-    @post("/v1/support/nodes/{node_id:str}/support-bundle", summary="Ask for a support bundle")
+    @post(
+        "/v1/support/nodes/{node_id:str}/support-bundle",
+        summary="Ask for a support bundle",
+        responses=problems(400, 401, 403, 409),
+    )
     async def bundle(
         self,
         plane: NamedDependency[ControlPlane],

@@ -5,10 +5,11 @@ import asyncio
 import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 
 from adapters.audit import latest_checkpoint
 from adapters.bootstrap import ControlPlane
-from adapters.http.problems import ApiError
+from adapters.http.problems import ApiError, problems
 from adapters.postgres import current_revision, head_revision
 from domain.canonical import b64encode
 from domain.proofs import ProvenEvent, as_proven
@@ -59,7 +60,11 @@ class SystemController(Controller):
     async def health(self) -> Health:
         return Health("ok")
 
-    @get("/ready", summary="NATS and Postgres reachable, schema current, projection lag")
+    @get(
+        "/ready",
+        summary="NATS and Postgres reachable, schema current, projection lag",
+        responses={503: ResponseSpec(Readiness, description="Not ready (with Retry-After)")},
+    )
     async def ready(self, plane: NamedDependency[ControlPlane]) -> Response[Readiness]:
         nats, heads = await _nats_check(plane)
         postgres, migrations, lags = await _postgres_check(plane, heads)
@@ -71,6 +76,7 @@ class SystemController(Controller):
     @get(
         "/v1/audit/checkpoint",
         summary="The latest signed ledger checkpoint, to pin for `b3iq audit verify --head`",
+        responses=problems(404),
     )
     async def checkpoint(self, plane: NamedDependency[ControlPlane]) -> ProvenEvent:
         stored = await latest_checkpoint(plane.store, plane.topology)

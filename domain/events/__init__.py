@@ -117,7 +117,7 @@ def decode_payload(event_type: str, schema_version: int, payload: bytes | msgspe
         )
     try:
         return _decoder(cls).decode(payload)
-    except msgspec.ValidationError as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise SchemaMismatch(f"{event_type} v{schema_version}: {exc}") from None
 
 

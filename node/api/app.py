@@ -96,6 +96,7 @@ def create_app(services: NodeServices, extra_models: list[Path] | None = None) -
         exception_handlers={
             NodeError: errors.handle_node_error,
             HTTPException: errors.handle_http_exception,
+            UnicodeDecodeError: errors.handle_bad_text,
             Exception: errors.handle_unexpected,
         },
         request_max_body_size=services.settings.max_body_bytes,

@@ -6,8 +6,9 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
 
-from domain.openai_errors import openai_error
+from domain.openai_errors import OpenAIErrorBody, openai_error
 from node.errors import NodeError
 
 log = logging.getLogger("b3iq.node")
@@ -15,6 +16,20 @@ log = logging.getLogger("b3iq.node")
 _CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 _CODES |= {415: "unsupported_media_type"}
 _JSON_PATH = re.compile(r"\s*-\s*at `\$\.?([^`]*)`$")
+
+
+def documented(*statuses: int) -> dict[int, ResponseSpec]:
+    """The OpenAPI entries of the errors a /v1 route answers besides its success, so its
+    schema names every status it can give."""
+    return {
+        status: ResponseSpec(
+            OpenAIErrorBody,
+            description=NodeError(status, "", "").title,
+            media_type="application/json",
+            generate_examples=False,
+        )
+        for status in statuses
+    }
 
 
 def error_body(error: NodeError, openai: bool) -> dict[str, Any]:
@@ -64,6 +79,11 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     message = "request body is larger than this node accepts" if status == 413 else exc.detail
     code = _CODES.get(status, "invalid_request" if status < 500 else "internal_error")
     return render(request, NodeError(status, code, message))
+
+
+def handle_bad_text(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[Any]:
+    # msgspec raises this (not a DecodeError) for bad UTF-8 inside a JSON string.
+    return render(request, NodeError(400, "invalid_request", "the body is not valid UTF-8"))
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -10,7 +10,9 @@ from litestar import Request, Response, get, post
 from litestar.params import FromQuery, JSONBody
 from litestar.response import Stream
 
+from adapters.http.sse import JsonOrStream
 from node.api.auth import local_key, require_local_key, services_of
+from node.api.errors import documented
 from node.api.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -40,7 +42,13 @@ class ReceiptList(msgspec.Struct, frozen=True):
     object: str = "list"
 
 
-@get("/v1/models", guards=[require_local_key], opt={"scope": "models"}, sync_to_thread=False)
+@get(
+    "/v1/models",
+    guards=[require_local_key],
+    opt={"scope": "models"},
+    sync_to_thread=False,
+    responses=documented(401, 403),
+)
 def list_models(request: Request[Any, Any, Any]) -> ModelList:
     services, key = services_of(request), local_key(request)
     created = int(services.started_at)
@@ -64,7 +72,8 @@ async def _cancel_on_disconnect(request: Request[Any, Any, Any], task: asyncio.T
     guards=[require_local_key],
     opt={"scope": "chat"},
     status_code=200,
-    responses={},
+    responses=documented(400, 401, 403, 404, 413, 429, 503),
+    operation_class=JsonOrStream,
 )
 async def chat_completions(
     request: Request[Any, Any, Any], data: JSONBody[ChatCompletionRequest]
@@ -103,13 +112,20 @@ async def _sse_events(chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterat
     guards=[require_local_key],
     opt={"scope": "profiles"},
     sync_to_thread=False,
+    responses=documented(401, 403),
 )
 def model_profiles(request: Request[Any, Any, Any]) -> ProfileList:
     key = local_key(request)
     return ProfileList([p for p in services_of(request).profiles() if key.allows_model(p.model)])
 
 
-@get("/v1/receipts", guards=[require_local_key], opt={"scope": "receipts"}, sync_to_thread=False)
+@get(
+    "/v1/receipts",
+    guards=[require_local_key],
+    opt={"scope": "receipts"},
+    sync_to_thread=False,
+    responses=documented(400, 401, 403),
+)
 def list_receipts(request: Request[Any, Any, Any], limit: FromQuery[int] = 50) -> ReceiptList:
     services = services_of(request)
     limit = max(1, min(limit, 500))
@@ -125,6 +141,7 @@ def list_receipts(request: Request[Any, Any, Any], limit: FromQuery[int] = 50) -
     guards=[require_local_key],
     opt={"scope": "receipts"},
     sync_to_thread=False,
+    responses=documented(401, 403, 409, 501),
 )
 def submit_receipts(request: Request[Any, Any, Any]) -> Response[Any]:
     if not services_of(request).enrolled:

@@ -158,7 +158,7 @@ async def create_key(request: Request[Any, Any, Any]) -> Response[Any]:
     form = await _form(request)
     _check_csrf(services, session, form)
     days = form.get("expires_days", "").strip()
-    if days and not days.isdigit():
+    if days and not (days.isascii() and days.isdigit() and len(days) <= 5):
         return _dashboard(services, session, 400, error="expiry must be a number of days")
     try:
         key, secret = services.keys.create(

@@ -115,7 +115,7 @@ class RouteClient:
         async for message in ws:
             try:
                 frame = to_node.decode(message)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
                 # A newer control plane may send frames this node does not know: skip them
                 # rather than drop the route.
                 log.warning("skipped an unknown frame from the broker")
@@ -141,7 +141,7 @@ class RouteClient:
             reply = await self._run(ws, frame, arrived)
         except NodeError as exc:
             reply = Failed(frame.id, exc.status, exc.code, exc.message)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
             reply = Failed(frame.id, 400, "invalid_request", str(exc))
         except Exception:
             log.exception("routed request failed")

@@ -185,3 +185,25 @@ async def test_connections_are_refused_without_a_valid_signed_upgrade(world: Wor
     await client.close()
     assert refused.value.response.status_code == 401
     assert msgspec.json.decode(refused.value.response.body)["error"]["detail"] == "node_revoked"
+
+
+async def test_bad_route_requests_are_refused_here_not_left_to_time_out(world: World) -> None:
+    """Found by fuzzing: a body that is not JSON made a dispatch frame the node could not
+    read (no reply ever came, then a 502); an unknown node was a 503 as if its route were
+    down; a benchmark of a model the node does not offer was a 502."""
+    async with httpx.AsyncClient(base_url=world.one.url, timeout=10) as http:
+        route = f"/v1/nodes/{world.node_id}/route/chat/completions"
+        for body in (b"", b"not json", b"[1, 2]"):
+            refused = await http.post(route, content=body, headers=world.admin())
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"]["code"] == "invalid_request"
+        for path in ("/v1/nodes/nobody/route/chat/completions", "/v1/nodes/nobody/benchmarks"):
+            unknown = await http.post(path, json=chat(), headers=world.admin())
+            assert unknown.status_code == 404, unknown.text
+        bench = f"/v1/nodes/{world.node_id}/benchmarks"
+        missing = await http.post(bench, json={"model": "nope"}, headers=world.admin())
+        assert missing.status_code == 403, missing.text
+        assert missing.json()["error"]["code"] == "model_not_network_eligible"
+        # The route still works: nothing was left waiting on the node.
+        fine = await http.post(route, json=chat(), headers=world.admin())
+        assert fine.status_code == 200, fine.text

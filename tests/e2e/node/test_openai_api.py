@@ -250,3 +250,30 @@ def test_metrics_and_openapi(node: Node, client: openai.OpenAI) -> None:
     assert 'b3iq_node_queue_depth{model="tiny"}' in text
     schema = httpx.get(f"{node.url}/schema/openapi.json").json()
     assert "/v1/chat/completions" in schema["paths"]
+
+
+@pytest.mark.parametrize("token", ["\u00b2", "--1", "1e3"])
+def test_a_logit_bias_key_that_is_not_an_integer_is_400(node: Node, token: str) -> None:
+    # "²".isdigit() and "--1".lstrip("-").isdigit() are True, and int() raised: a 500.
+    response = httpx.post(
+        f"{node.url}/v1/chat/completions",
+        json={
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 1,
+            "logit_bias": {token: 1},
+        },
+        headers={"Authorization": f"Bearer {node.key}"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "logit_bias"
+
+
+def test_bad_utf8_inside_a_json_string_is_400(node: Node) -> None:
+    response = httpx.post(
+        f"{node.url}/v1/chat/completions",
+        content=b'{"model": "\xff", "messages": [{"role": "user", "content": "hi"}]}',
+        headers={"Authorization": f"Bearer {node.key}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
