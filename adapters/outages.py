@@ -12,6 +12,8 @@ TRANSIENT: tuple[type[Exception], ...] = (
     asyncpg.InterfaceError,  # includes a connection closed mid-operation
     asyncpg.CannotConnectNowError,  # starting up or shutting down
     asyncpg.AdminShutdownError,
+    # Releasing a connection whose server died mid-query: the pool drops the connection.
+    asyncpg.InternalClientError,
     ConnectionError,
     TimeoutError,
 )

@@ -13,14 +13,33 @@ from adapters.outages import TRANSIENT
 from domain.decoding import Decoded
 from domain.envelope import StoredEvent, decode_body, split_wire
 from domain.events import decode_payload, type_names
+from domain.partitions import WHOLE, Partition
 from domain.ports import EventReader, EventStore
-from domain.streams import Topology
-from projections.checkpoints import lock_checkpoint, move_checkpoint
+from domain.streams import StreamSpec, Topology
+from projections.checkpoints import (
+    claim_layout,
+    committed_checkpoint,
+    lock_checkpoint,
+    move_checkpoint,
+)
 from projections.projection import Projection
 
 log = logging.getLogger("b3iq.projector")
 APPLIED = Counter("b3iq_projection_events_total", "Events applied", ["projection"])
-POSITION = Gauge("b3iq_projection_position", "Last applied stream sequence", ["projection"])
+POSITION = Gauge(
+    "b3iq_projection_position", "Last applied stream sequence", ["projection", "partition"]
+)
+
+
+def stream_of(topology: Topology, projection: Projection) -> StreamSpec:
+    return topology.ledger if projection.stream == "ledger" else topology.heartbeats
+
+
+def runner_name(projection: Projection, partition: Partition) -> str:
+    """The projection, and its partition when it is split: ``heartbeats[1/2]``."""
+    if partition.count == 1:
+        return projection.name
+    return f"{projection.name}[{partition}]"
 
 
 class SequenceGap(Exception):
@@ -33,9 +52,12 @@ class _Rewound(Exception):
 
 
 class ProjectionRunner:
-    """One projection over one stream. Exactly-once: a batch's rows and the checkpoint
-    commit together, under a row lock on the checkpoint, so a crash anywhere (or a second
-    runner) leaves each event applied once.
+    """One projection (or one partition of it) over one stream. Exactly-once: a batch's
+    rows and the partition's checkpoint commit together, under a row lock on the
+    checkpoint, so a crash anywhere (or a second runner) leaves each event applied once.
+
+    A partition reads the whole stream and applies the events of its own subjects; the
+    others are read past like events it does not handle.
 
     Events the projection does not handle are read past without a transaction; the
     checkpoint catches up with them at most every ``IDLE_COMMIT_S``, when the stream goes
@@ -52,14 +74,17 @@ class ProjectionRunner:
         projection: Projection,
         *,
         batch_size: int = 5000,
+        partition: Partition = WHOLE,
     ) -> None:
         self.pool = pool
         self.store = store
         self.projection = projection
-        spec = topology.ledger if projection.stream == "ledger" else topology.heartbeats
+        spec = stream_of(topology, projection)
         self.stream = spec.name
         self.windowed = not spec.chained  # a retention window may expire unread events
         self.batch_size = batch_size
+        self.partition = partition
+        self._position_gauge = POSITION.labels(projection.name, str(partition))
         self._handled = type_names(*projection.handles)
         self.position = 0
         """The last sequence this runner has read past: applied, or not its business."""
@@ -68,17 +93,17 @@ class ProjectionRunner:
         self._commit_due = 0.0
         self._reader: EventReader | None = None
 
+    @property
+    def name(self) -> str:
+        return runner_name(self.projection, self.partition)
+
     async def _open(self) -> EventReader:
         if self._reader is None:
-            async with self.pool.acquire() as conn:
-                self.committed = self.position = (
-                    await conn.fetchval(
-                        "SELECT last_seq FROM projection_checkpoints"
-                        " WHERE projection = $1 AND stream = $2",
-                        self.projection.name,
-                        self.stream,
-                    )
-                    or 0
+            name, partition = self.projection.name, self.partition
+            async with self.pool.acquire() as conn, conn.transaction():
+                await claim_layout(conn, name, self.stream, partition.count)
+                self.committed = self.position = await committed_checkpoint(
+                    conn, name, self.stream, partition
                 )
             self._reader = await self.store.reader(self.stream, self.position + 1)
         return self._reader
@@ -103,15 +128,22 @@ class ProjectionRunner:
             raise
 
     async def _apply(self, batch: Sequence[StoredEvent]) -> int:
-        bodies = [(e, decode_body(split_wire(e.data).body)) for e in batch]
+        ours = (
+            batch
+            if self.partition.count == 1
+            else [e for e in batch if self.partition.holds(e.subject)]
+        )
+        bodies = [(e, decode_body(split_wire(e.data).body)) for e in ours]
         mine = [(e, b) for e, b in bodies if b.type in self._handled]
         if not mine and time.monotonic() < self._commit_due:
             await self._check_contiguous(self.position, batch)
             self.position = batch[-1].seq
-            POSITION.labels(self.projection.name).set(self.position)
+            self._position_gauge.set(self.position)
             return len(batch)
         async with self.pool.acquire() as conn, conn.transaction():
-            committed = await lock_checkpoint(conn, self.projection.name, self.stream)
+            committed = await lock_checkpoint(
+                conn, self.projection.name, self.stream, self.partition
+            )
             if committed < self.committed:  # the read models were swapped for a rebuild
                 raise _Rewound
             fresh = [e for e in batch if e.seq > committed]  # another runner got there first
@@ -127,7 +159,9 @@ class ProjectionRunner:
             ]
             if decoded:
                 await self.projection.apply(conn, decoded)
-            await move_checkpoint(conn, self.projection.name, self.stream, fresh[-1].seq)
+            await move_checkpoint(
+                conn, self.projection.name, self.stream, self.partition, fresh[-1].seq
+            )
         self._committed_at(fresh[-1].seq)
         APPLIED.labels(self.projection.name).inc(len(decoded))
         return len(fresh)
@@ -135,18 +169,22 @@ class ProjectionRunner:
     def _committed_at(self, seq: int) -> None:
         self.committed = self.position = seq
         self._commit_due = time.monotonic() + self.IDLE_COMMIT_S
-        POSITION.labels(self.projection.name).set(seq)
+        self._position_gauge.set(seq)
 
     async def _flush(self) -> None:
         """Commit the checkpoint over events read past but not committed yet."""
         if self._reader is None or self.position <= self.committed:
             return
         async with self.pool.acquire() as conn, conn.transaction():
-            committed = await lock_checkpoint(conn, self.projection.name, self.stream)
+            committed = await lock_checkpoint(
+                conn, self.projection.name, self.stream, self.partition
+            )
             if committed < self.committed:
                 raise _Rewound
             if committed < self.position:
-                await move_checkpoint(conn, self.projection.name, self.stream, self.position)
+                await move_checkpoint(
+                    conn, self.projection.name, self.stream, self.partition, self.position
+                )
         self._committed_at(max(committed, self.position))
 
     async def _check_contiguous(self, committed: int, batch: Sequence[StoredEvent]) -> None:
@@ -164,8 +202,7 @@ class ProjectionRunner:
         for event in batch:
             if event.seq != expected:
                 raise SequenceGap(
-                    f"{self.projection.name}: expected {self.stream} sequence {expected},"
-                    f" got {event.seq}"
+                    f"{self.name}: expected {self.stream} sequence {expected}, got {event.seq}"
                 )
             expected += 1
 
@@ -179,7 +216,7 @@ class ProjectionRunner:
         deadline = time.monotonic() + timeout
         while self.committed < target_seq:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.projection.name} stuck at {self.position}")
+                raise TimeoutError(f"{self.name} stuck at {self.position}")
             await self.step(timeout=0.5, until=target_seq)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -190,7 +227,7 @@ class ProjectionRunner:
                 await self.step(timeout=1.0)
                 backoff = 0.2
             except TRANSIENT as exc:
-                log.warning("%s: %s; retrying in %.1fs", self.projection.name, exc, backoff)
+                log.warning("%s: %s; retrying in %.1fs", self.name, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
         with contextlib.suppress(*TRANSIENT):  # leave the checkpoint where we got to
@@ -201,13 +238,14 @@ class ProjectionRunner:
 async def wait_for_projection(
     pool: asyncpg.Pool, projection: str, stream: str, seq: int, timeout: float = 5.0
 ) -> bool:
-    """Read-your-writes: wait (bounded) until a projection has applied sequence ``seq``."""
+    """Read-your-writes: wait (bounded) until a projection (every partition of it) has
+    applied sequence ``seq``."""
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:
         async with pool.acquire() as conn:
             done = await conn.fetchval(
-                "SELECT last_seq >= $3 FROM projection_checkpoints"
+                "SELECT bool_and(last_seq >= $3) FROM projection_checkpoints"
                 " WHERE projection = $1 AND stream = $2",
                 projection,
                 stream,

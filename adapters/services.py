@@ -16,12 +16,16 @@ from adapters.bootstrap import ControlPlane, bootstrap
 from adapters.checkpoints import Checkpointer
 from adapters.http.app import create_app
 from adapters.postgres import create_pool, migrate
-from adapters.projector import ProjectionRunner
+from adapters.projector import ProjectionRunner, runner_name, stream_of
 from adapters.settings import Settings
 from adapters.stale_sweeper import StaleSweeper
-from projections.catalog import all_projections
-from projections.checkpoints import checkpoints
+from adapters.work_sharing import Work, WorkSharing
+from domain.partitions import WHOLE, Partition, split
+from domain.streams import Topology
+from projections.catalog import PARTITIONED, all_projections
+from projections.checkpoints import claim_layout, partition_checkpoints
 from projections.compare import TableDifference, compare_table
+from projections.projection import Projection
 
 log = logging.getLogger("b3iq")
 
@@ -54,39 +58,99 @@ async def serve(settings: Settings, *, shared_port: bool = False) -> None:
     await uvicorn.Server(config).serve(sockets=sockets)
 
 
-def runners_for(plane: ControlPlane, batch_size: int) -> list[ProjectionRunner]:
-    return [
-        ProjectionRunner(plane.pool, plane.store, plane.topology, p, batch_size=batch_size)
-        for p in all_projections()
-    ]
+def partitions_of(projection: Projection, count: int) -> list[Partition]:
+    """How a projection is split when split ``count`` ways: whole unless it may be."""
+    return split(count) if projection.name in PARTITIONED else [WHOLE]
+
+
+def projection_work(plane: ControlPlane, count: int, batch_size: int) -> list[Work]:
+    """A piece of work per projection partition, each a fresh runner when claimed (it
+    reads on from the partition's committed checkpoint)."""
+
+    def work(projection: Projection, partition: Partition) -> Work:
+        def runner() -> ProjectionRunner:
+            return ProjectionRunner(
+                plane.pool,
+                plane.store,
+                plane.topology,
+                projection,
+                batch_size=batch_size,
+                partition=partition,
+            )
+
+        return Work(runner_name(projection, partition), lambda stop: runner().run(stop))
+
+    return [work(p, part) for p in all_projections() for part in partitions_of(p, count)]
+
+
+async def claim_layouts(plane: ControlPlane, count: int) -> None:
+    """Split the projections ``count`` ways, or check they already are (PartitionsChanged:
+    another count is in use; refuse before running anything)."""
+    async with plane.pool.acquire() as conn, conn.transaction():
+        for projection in all_projections():
+            stream = stream_of(plane.topology, projection).name
+            await claim_layout(conn, projection.name, stream, len(partitions_of(projection, count)))
 
 
 async def run_projector(settings: Settings, metrics_port: int | None = None) -> None:
+    """One projector process: it shares the partitions of every projection, and the
+    chores, with the other projector processes (or runs them all when alone)."""
     plane = await bootstrap(settings)
-    if metrics_port:
-        start_http_server(metrics_port, addr=settings.host)
-    stop = stop_on_signals()
-    runners = runners_for(plane, settings.projection_batch)
-    checkpointer = Checkpointer(
-        plane.store,
-        plane.recorder,
-        plane.topology,
-        every_events=settings.checkpoint_every_events,
-        every_s=settings.checkpoint_every_s,
-    )
-    sweeper = StaleSweeper(plane.managed.billing, settings.billing_sweep_every_s)
-    log.info("projecting %s", ", ".join(r.projection.name for r in runners))
     try:
-        await asyncio.gather(
-            *(r.run(stop) for r in runners), checkpointer.run(stop), sweeper.run(stop)
+        count = settings.projector_partitions
+        await claim_layouts(plane, count)
+        if metrics_port:
+            start_http_server(metrics_port, addr=settings.host)
+        stop = stop_on_signals()
+        checkpointer = Checkpointer(
+            plane.store,
+            plane.recorder,
+            plane.topology,
+            every_events=settings.checkpoint_every_events,
+            every_s=settings.checkpoint_every_s,
         )
+        sweeper = StaleSweeper(plane.managed.billing, settings.billing_sweep_every_s)
+        work = [
+            *projection_work(plane, count, settings.projection_batch),
+            Work("checkpointer", checkpointer.run),
+            Work("stale_sweeper", sweeper.run),
+        ]
+        async with plane.pool.acquire() as conn:
+            schema = await conn.fetchval("SELECT current_schema()")
+        sharing = WorkSharing(
+            settings.database_url, work, scope=sharing_scope(schema, plane.topology)
+        )
+        log.info("sharing %s", ", ".join(w.name for w in work))
+        await sharing.run(stop)
     finally:
         await plane.close()
 
 
-async def _live_positions(plane: ControlPlane) -> dict[tuple[str, str], int]:
+def sharing_scope(schema: str, topology: Topology) -> str:
+    """Whose work projector processes share: one deployment's streams and read models."""
+    return f"{schema}/{topology.prefix}"
+
+
+async def _live_positions(plane: ControlPlane) -> dict[tuple[str, str, Partition], int]:
     async with plane.pool.acquire() as conn:
-        return await checkpoints(conn)
+        return await partition_checkpoints(conn)
+
+
+def _rebuild_targets(
+    projection: Projection,
+    stream: str,
+    live: dict[tuple[str, str, Partition], int],
+    count: int | None,
+) -> dict[Partition, int]:
+    """Where to replay each partition of ``projection`` to: as far as the live one got,
+    split as the live one is (or ``count`` ways: then each goes as far as the furthest)."""
+    mine = {
+        part: seq for (name, s, part), seq in live.items() if (name, s) == (projection.name, stream)
+    }
+    if count is None or sorted(mine) == partitions_of(projection, count):
+        return dict(sorted(mine.items()))
+    furthest = max(mine.values(), default=0)
+    return dict.fromkeys(partitions_of(projection, count), furthest)
 
 
 class RebuildReport(NamedTuple):
@@ -104,12 +168,17 @@ async def rebuild(
     *,
     keep: bool = False,
     swap: bool = False,
+    partitions: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> RebuildReport:
     """Project the whole log from sequence 1 into a fresh schema and compare it with the
     live read models, table by table. ``swap`` then promotes the rebuilt schema to
     ``public`` (blue/green, for projection code changes): running projectors notice their
-    checkpoints moved and read on from the rebuilt positions."""
+    checkpoints moved and read on from the rebuilt positions.
+
+    Each partition is replayed as far as its live counterpart. ``partitions``: split the
+    rebuilt read models that many ways instead of as the live ones are (swapped in, they
+    stop projectors started with another count: restart them with this one)."""
     schema = "rebuild_" + datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
     await migrate(settings.database_url, schema)
     plane = await bootstrap(settings)
@@ -120,19 +189,22 @@ async def rebuild(
         for _attempt in range(3):  # the live side may move on while we compare: try again
             live = await _live_positions(plane)
             for projection in all_projections():
-                runner = ProjectionRunner(
-                    scratch,
-                    plane.store,
-                    plane.topology,
-                    projection,
-                    batch_size=settings.projection_batch,
-                )
-                target = live.get((projection.name, runner.stream), 0)
-                while runner.position < target:
-                    events += await runner.step(timeout=1.0, until=target)
-                    if progress:
-                        progress(projection.name, runner.position, target)
-                await runner.reset()
+                stream = stream_of(plane.topology, projection).name
+                targets = _rebuild_targets(projection, stream, live, partitions)
+                for partition, target in targets.items():
+                    runner = ProjectionRunner(
+                        scratch,
+                        plane.store,
+                        plane.topology,
+                        projection,
+                        batch_size=settings.projection_batch,
+                        partition=partition,
+                    )
+                    while runner.position < target:
+                        events += await runner.step(timeout=1.0, until=target)
+                        if progress:
+                            progress(runner.name, runner.position, target)
+                    await runner.reset()
             async with scratch.acquire() as conn:
                 found = [await compare_table(conn, "public", schema, t) for t in tables]
             if await _live_positions(plane) == live:

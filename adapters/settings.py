@@ -31,6 +31,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """B3IQ_HEARTBEAT_RETENTION_S: how long the heartbeat stream keeps evidence."""
     projection_batch: int = 5000
     """B3IQ_PROJECTION_BATCH: most events applied in one Postgres transaction."""
+    projector_partitions: int = 1
+    """B3IQ_PROJECTOR_PARTITIONS: how many partitions each projection keyed by its
+    subjects' aggregate is split into, shared by the projector processes; the same in all."""
     retry_after_s: int = 2
     """B3IQ_RETRY_AFTER_S: what a 503 tells clients to wait."""
     request_skew_s: float = 60.0

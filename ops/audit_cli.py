@@ -137,7 +137,15 @@ def cmd_check_proof(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     with progress_bars("replaying") as update:
-        report = run(rebuild(settings_from(args), keep=args.keep, swap=args.swap, progress=update))
+        report = run(
+            rebuild(
+                settings_from(args),
+                keep=args.keep,
+                swap=args.swap,
+                partitions=args.partitions,
+                progress=update,
+            )
+        )
     table = Table(
         title=f"rebuild into {report.schema}: {report.events} events in {report.seconds:.2f} s"
     )
@@ -196,6 +204,12 @@ def add_audit_commands(sub: Any) -> None:
     )
     replay.add_argument("--keep", action="store_true", help="keep the rebuilt schema")
     replay.add_argument("--swap", action="store_true", help="promote the rebuilt schema")
+    replay.add_argument(
+        "--partitions",
+        type=int,
+        help="split the rebuilt projections this many ways (with --swap: how to change"
+        " `b3iq projector --partitions`; restart every projector with the new count)",
+    )
 
     check = command("check-proof", cmd_check_proof, "check a proof printed by `audit prove`")
     with_keys(check)

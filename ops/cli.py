@@ -6,6 +6,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
+
 from adapters.keyfile import KeyFileError
 from adapters.postgres import DatabaseUnavailable, migrate
 from adapters.settings import Settings
@@ -16,6 +18,7 @@ from ops.cli_support import console, run, settings_from
 from ops.payouts_cli import add_payouts_commands
 
 EXIT_UNAVAILABLE = 2
+EXIT_CONFLICT = 3
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -38,8 +41,16 @@ def _serve_worker(settings: Settings) -> None:
 
 def cmd_projector(args: argparse.Namespace) -> int:
     from adapters.services import run_projector
+    from projections.checkpoints import PartitionsChanged
 
-    run(run_projector(settings_from(args), args.metrics_port))
+    settings = settings_from(args)
+    if args.partitions is not None:
+        settings = msgspec.structs.replace(settings, projector_partitions=args.partitions)
+    try:
+        run(run_projector(settings, args.metrics_port))
+    except PartitionsChanged as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return EXIT_CONFLICT
     return 0
 
 
@@ -55,6 +66,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     code: int = run_dev_stack(Path(args.data_dir), with_node=not args.no_node)
     return code
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     projector = sub.add_parser("projector", help="fold the log into the read models")
     projector.add_argument("--data-dir", type=Path, help="keys and state (B3IQ_DATA_DIR)")
     projector.add_argument("--metrics-port", type=int, help="serve Prometheus metrics here")
+    projector.add_argument(
+        "--partitions",
+        type=_positive,
+        help="split each projection keyed by node (or command) this many ways, shared by"
+        " every projector process; the same in all of them (B3IQ_PROJECTOR_PARTITIONS, 1)",
+    )
     projector.set_defaults(func=cmd_projector)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)

@@ -23,3 +23,15 @@ def all_projections() -> list[Projection]:
         BenchmarksProjection(),
         BillingProjection(),
     ]
+
+
+PARTITIONED = frozenset({"heartbeats", "route_probes", "nodes", "protocol", "routes", "commands"})
+"""Projections that may be split by subject: every row they keep is keyed by the aggregate
+id of the one subject whose events write it (a node's heartbeats, probes, enrollment,
+protocol observations and route; a command's own events), so partitions never touch each
+other's rows and each row sees its events in log order.
+
+Not split: billing (a payout batch claims payout rows that customer subjects wrote),
+benchmarks (a node's self-reported rows come from its commands' subjects, its observed
+rows from its benchmark subject), signer_keys (a handful of rows). A projection added
+later stays whole until it is checked and listed here."""

@@ -1,0 +1,97 @@
+"""Two real `b3iq projector --partitions 2` processes; the one running a heartbeat
+partition is SIGKILLed mid-stream and the other takes its work over."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+
+from adapters.jetstream import JetStreamEventStore
+from adapters.services import rebuild, sharing_scope
+from adapters.work_sharing import owners
+from domain.signing import Signer
+from domain.streams import Topology
+from tests.conftest import Servers
+from tests.integration.test_partitions import beats, beats_projected, until
+from tests.integration.test_projector import settings_for
+
+BEATS = 4000
+B3IQ = str(Path(sys.executable).parent / "b3iq")
+WORK = [
+    *(
+        f"{p}[{i}/2]"
+        for p in ("nodes", "heartbeats", "protocol", "commands", "routes")
+        for i in (1, 2)
+    ),
+    *(f"route_probes[{i}/2]" for i in (1, 2)),
+    *("signer_keys", "benchmarks", "billing", "checkpointer", "stale_sweeper"),
+]
+
+
+def start_projector(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [B3IQ, "projector", "--partitions", "2"], env=env, stdout=out, stderr=out
+        )
+
+
+async def test_a_killed_projectors_partitions_are_taken_over_and_equal_a_clean_replay(
+    js_store: JetStreamEventStore,
+    topology: Topology,
+    signer: Signer,
+    pool: asyncpg.Pool,
+    servers: Servers,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    env = {
+        **os.environ,
+        "B3IQ_NATS_URL": servers.nats_url,
+        "B3IQ_DATABASE_URL": database_url,
+        "B3IQ_STREAM_PREFIX": topology.prefix,
+        "B3IQ_DATA_DIR": str(tmp_path),
+        "B3IQ_PROJECTION_BATCH": "100",
+    }
+    started = [start_projector(env, tmp_path / f"projector-{n}.log") for n in range(2)]
+    procs = {p.pid: p for p in started}
+    scope = sharing_scope("public", topology)
+
+    async def held() -> dict[str, int]:
+        async with pool.acquire() as conn:
+            found = await owners(conn, scope, WORK)
+        return {work: int(owner.rpartition("/")[2]) for work, owner in found.items()}
+
+    async def shared_by(pids: set[int]) -> bool:
+        found = await held()
+        return len(found) == len(WORK) and set(found.values()) == pids
+
+    try:
+        await until(lambda: shared_by(set(procs)), timeout=30)
+        writing = asyncio.create_task(beats(js_store, topology, signer, BEATS, chunk=200))
+        await until(lambda: _projected_more_than(pool, 400), timeout=30)
+        victim = (await held())["heartbeats[1/2]"]
+        procs[victim].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        procs.pop(victim).wait(timeout=10)
+        assert not writing.done()  # mid-stream: the log grows on after the kill
+        await until(lambda: shared_by(set(procs)), timeout=10)
+        taken_over_s = time.monotonic() - killed_at
+        await writing
+        await until(lambda: _projected_more_than(pool, BEATS - 1), timeout=60)
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait(timeout=20)
+    assert taken_over_s < 5
+    assert await beats_projected(pool) == BEATS
+    report = await rebuild(settings_for(servers, database_url, topology, tmp_path))
+    assert report.differences == []
+
+
+async def _projected_more_than(pool: asyncpg.Pool, count: int) -> bool:
+    return await beats_projected(pool) > count
