@@ -78,7 +78,8 @@ def projection_work(plane: ControlPlane, count: int, batch_size: int) -> list[Wo
                 partition=partition,
             )
 
-        return Work(runner_name(projection, partition), lambda stop: runner().run(stop))
+        name = runner_name(projection, partition)
+        return Work(name, lambda stop: runner().run(stop), group=projection.name)
 
     return [work(p, part) for p in all_projections() for part in partitions_of(p, count)]
 

@@ -10,15 +10,16 @@ Ownership only spreads the work and avoids doing it twice; exactly-once never re
 it. Two runners on one partition (a lock session dropped while its runner still
 commits, say) are safe: each batch commits under the partition's checkpoint row lock.
 
-Each process holds a member lock too, so all of them can count the members and take a
-fair share: ceil(work / members). One with more lets the surplus go; one with less
-claims work nobody holds.
+Each process holds a member lock too, so all of them see the same members, and each
+works out the same assignment from them (``domain.partitions.assign``: a projection's
+partitions on different processes, even counts). A process lets go of work assigned to
+another and claims the work assigned to it once nobody holds it; when a member dies, its
+work is assigned to the others.
 """
 
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import socket
 import zlib
@@ -29,6 +30,7 @@ import asyncpg
 from prometheus_client import Gauge
 
 from adapters.outages import TRANSIENT
+from domain.partitions import assign
 
 log = logging.getLogger("b3iq.work")
 OWNED = Gauge("b3iq_projector_owned_work", "Pieces of work this process runs now")
@@ -39,6 +41,9 @@ class Work(NamedTuple):
     name: str
     run: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
     """Does the work until the event is set; called afresh each time it is claimed."""
+    group: str = ""
+    """Work best spread over different processes (one projection's partitions); by
+    default a group of its own."""
 
 
 class WorkFailed(Exception):
@@ -56,7 +61,7 @@ def _key(text: str) -> int:
 
 
 class WorkSharing:
-    """Claims a fair share of ``work`` for this process and runs it until stopped."""
+    """Claims this process's share of ``work`` and runs it until stopped."""
 
     RELEASE_GRACE_S = 10.0
 
@@ -73,6 +78,7 @@ class WorkSharing:
         deployments sharing one database never take each other's locks."""
         self._dsn = dsn
         self._work = {w.name: w for w in work}
+        self._groups = {w.name: w.group or w.name for w in work}
         self._ids = {w.name: _work_key(scope, w.name) for w in work}
         if len(set(self._ids.values())) != len(self._ids):
             raise ValueError(f"two pieces of work in {scope!r} hash to one lock")
@@ -80,6 +86,8 @@ class WorkSharing:
         self._look_every_s = look_every_s
         self._server_settings = server_settings or {}
         self.running: dict[str, _Running] = {}
+        self._me = 0
+        """The backend pid of our lock session: who we are among the members."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Share the work until ``stop``; survives PostgreSQL going away and coming back.
@@ -123,7 +131,8 @@ class WorkSharing:
                 **self._server_settings,
             },
         )
-        await conn.execute("SELECT pg_advisory_lock($1, pg_backend_pid())", self._members_ns)
+        self._me = await conn.fetchval("SELECT pg_backend_pid()")
+        await conn.execute("SELECT pg_advisory_lock($1, $2)", self._members_ns, self._me)
         # After a lost session: keep only the work nobody else claimed meanwhile.
         for name in list(self.running):
             if not await self._try_lock(conn, name):
@@ -137,22 +146,23 @@ class WorkSharing:
                 await self._unlock(conn, name)
                 log.warning("%s ended on its own; it may be claimed again", name)
             members, held = await self._look(conn)
-            share = math.ceil(len(self._work) / max(members, 1))
-            for name in list(self.running)[share:]:
-                await self._stop(name)
-                await self._unlock(conn, name)
-                log.info("released %s (%d processes share the work)", name, members)
-            for name in self._free(held):
-                if len(self.running) >= share:
-                    break
-                if await self._try_lock(conn, name):
+            assigned = assign(self._groups, members)
+            for name in list(self.running):
+                if assigned.get(name) != self._me:
+                    await self._stop(name)
+                    await self._unlock(conn, name)
+                    log.info("released %s (%d processes share the work)", name, len(members))
+            for name, member in assigned.items():
+                free = name not in self.running and self._ids[name] not in held
+                if member == self._me and free and await self._try_lock(conn, name):
                     self._start(name)
                     log.info("claimed %s", name)
             OWNED.set(len(self.running))
             await _wait(stop, self._look_every_s)
 
-    async def _look(self, conn: asyncpg.Connection) -> tuple[int, set[int]]:
-        """How many processes share the work, and which work any of them holds."""
+    async def _look(self, conn: asyncpg.Connection) -> tuple[list[int], set[int]]:
+        """The processes sharing the work (their lock sessions' pids), and which work any
+        of them holds."""
         rows = await conn.fetch(
             "SELECT classid::bigint AS ns, objid::bigint AS id FROM pg_locks"
             " WHERE locktype = 'advisory' AND granted AND objsubid = 2"
@@ -161,14 +171,8 @@ class WorkSharing:
             self._members_ns,
             self._work_ns,
         )
-        members = sum(1 for r in rows if r["ns"] == self._members_ns)
+        members = [r["id"] for r in rows if r["ns"] == self._members_ns]
         return members, {r["id"] for r in rows if r["ns"] == self._work_ns}
-
-    def _free(self, held: set[int]) -> list[str]:
-        free = [n for n in self._work if n not in self.running and self._ids[n] not in held]
-        # Start the scan somewhere of our own so that processes rarely race for one piece.
-        start = os.getpid() % len(free) if free else 0
-        return free[start:] + free[:start]
 
     async def _try_lock(self, conn: asyncpg.Connection, name: str) -> bool:
         got: bool = await conn.fetchval(

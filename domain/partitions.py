@@ -7,6 +7,7 @@ subject's last token), never Python's per-process ``hash()``: every process must
 """
 
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -36,3 +37,27 @@ def split(count: int) -> list[Partition]:
     if count < 1:
         raise ValueError(f"a stream splits into at least one partition, not {count}")
     return [Partition(index, count) for index in range(count)]
+
+
+def assign(work: Mapping[str, str], members: Sequence[int]) -> dict[str, int]:
+    """Which member runs each piece of work (``name → group``, a group being the
+    partitions of one projection): a group's partitions spread over as many members as
+    there are, and each member's count as even as that allows. Every member computes the
+    same answer from the same member list, so none has to tell the others."""
+    ordered = sorted(set(members))
+    if not ordered:
+        return {}
+    sizes: dict[str, int] = {}
+    for group in work.values():
+        sizes[group] = sizes.get(group, 0) + 1
+    load = dict.fromkeys(ordered, 0)
+    in_group: dict[tuple[str, int], int] = {}
+    owner: dict[str, int] = {}
+    # The widest groups first, so the single pieces even out the counts at the end.
+    for name in sorted(work, key=lambda n: (-sizes[work[n]], work[n], n)):
+        group = work[name]
+        chosen = min(ordered, key=lambda m: (in_group.get((group, m), 0), load[m]))
+        owner[name] = chosen
+        load[chosen] += 1
+        in_group[group, chosen] = in_group.get((group, chosen), 0) + 1
+    return owner

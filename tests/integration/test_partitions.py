@@ -199,7 +199,7 @@ def runner_work(
             )
             await runner.run(stop)
 
-        return Work(runner_name(projection, partition), run)
+        return Work(runner_name(projection, partition), run, group=projection.name)
 
     return [work(p, part) for p in all_projections() for part in partitions_of(p, count)]
 

@@ -74,7 +74,9 @@ async def test_a_killed_projectors_partitions_are_taken_over_and_equal_a_clean_r
         await until(lambda: shared_by(set(procs)), timeout=30)
         writing = asyncio.create_task(beats(js_store, topology, signer, BEATS, chunk=200))
         await until(lambda: _projected_more_than(pool, 400), timeout=30)
-        victim = (await held())["heartbeats[1/2]"]
+        owner = await held()
+        assert owner["heartbeats[1/2]"] != owner["heartbeats[2/2]"]  # spread over both
+        victim = owner["heartbeats[1/2]"]
         procs[victim].send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         procs.pop(victim).wait(timeout=10)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from domain.partitions import WHOLE, Partition, partition_of, split
+from domain.partitions import WHOLE, Partition, assign, partition_of, split
 
 SUBJECTS = [f"b3iq.hb.node.n{i}" for i in range(400)]
 
@@ -45,3 +45,24 @@ def test_the_whole_stream_holds_everything_and_a_split_needs_one_partition() -> 
     assert str(Partition(1, 2)) == "2/2"
     with pytest.raises(ValueError, match="at least one"):
         split(0)
+
+
+PROJECTOR = {
+    **{f"{p}[{i}/2]": p for p in ("heartbeats", "nodes", "routes") for i in (1, 2)},
+    **{name: name for name in ("billing", "signer_keys", "checkpointer")},
+}
+
+
+def test_a_projections_partitions_go_to_different_members_and_counts_even_out() -> None:
+    owner = assign(PROJECTOR, [812, 97])
+    assert owner["heartbeats[1/2]"] != owner["heartbeats[2/2]"]
+    assert owner["nodes[1/2]"] != owner["nodes[2/2]"]
+    assert sorted(list(owner.values()).count(m) for m in (812, 97)) == [4, 5]
+    three = assign(PROJECTOR, [5, 6, 7])
+    assert sorted(list(three.values()).count(m) for m in (5, 6, 7)) == [3, 3, 3]
+
+
+def test_every_member_works_out_the_same_assignment() -> None:
+    assert assign(PROJECTOR, [3, 1, 2]) == assign(dict(reversed(PROJECTOR.items())), [2, 3, 1])
+    assert set(assign(PROJECTOR, [9]).values()) == {9}
+    assert assign(PROJECTOR, []) == {}
