@@ -84,6 +84,16 @@ def projection_work(plane: ControlPlane, count: int, batch_size: int) -> list[Wo
     return [work(p, part) for p in all_projections() for part in partitions_of(p, count)]
 
 
+CHORES = ("checkpointer", "stale_sweeper")
+"""Work besides the projections that one projector process does at a time."""
+
+
+def work_names(count: int) -> list[str]:
+    """Every piece of work projector processes share, split ``count`` ways."""
+    runners = [runner_name(p, part) for p in all_projections() for part in partitions_of(p, count)]
+    return [*runners, *CHORES]
+
+
 async def claim_layouts(plane: ControlPlane, count: int) -> None:
     """Split the projections ``count`` ways, or check they already are (PartitionsChanged:
     another count is in use; refuse before running anything)."""
@@ -111,10 +121,10 @@ async def run_projector(settings: Settings, metrics_port: int | None = None) -> 
             every_s=settings.checkpoint_every_s,
         )
         sweeper = StaleSweeper(plane.managed.billing, settings.billing_sweep_every_s)
+        chores = dict(zip(CHORES, (checkpointer.run, sweeper.run), strict=True))
         work = [
             *projection_work(plane, count, settings.projection_batch),
-            Work("checkpointer", checkpointer.run),
-            Work("stale_sweeper", sweeper.run),
+            *(Work(name, run) for name, run in chores.items()),
         ]
         async with plane.pool.acquire() as conn:
             schema = await conn.fetchval("SELECT current_schema()")

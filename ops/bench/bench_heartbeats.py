@@ -224,7 +224,7 @@ async def _drop_database(admin_dsn: str, name: str) -> None:
 
 
 class ControlPlaneProcesses:
-    """`b3iq serve` and `b3iq projector`, each a process of its own."""
+    """`b3iq serve` and `b3iq projector` (one or more), each a process of its own."""
 
     def __init__(self, env: Env, workdir: Path) -> None:
         self.port = free_port()
@@ -239,7 +239,8 @@ class ControlPlaneProcesses:
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, workers: int) -> None:
+    def start(self, workers: int, projectors: int = 1, partitions: int = 1) -> None:
+        """``projectors`` processes share the projections, split ``partitions`` ways."""
         b3iq = str(Path(sys.executable).parent / "b3iq")
         self._spawn("serve", b3iq, "serve", "--port", str(self.port), "--workers", str(workers))
         deadline = time.monotonic() + 60
@@ -248,7 +249,9 @@ class ControlPlaneProcesses:
                 log = (self.workdir / "serve.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"the API did not come up:\n{log}")
             time.sleep(0.1)
-        self._spawn("projector", b3iq, "projector")
+        for n in range(projectors):
+            name = "projector" if n == 0 else f"projector-{n + 1}"
+            self._spawn(name, b3iq, "projector", "--partitions", str(partitions))
 
     def _spawn(self, name: str, *args: str) -> None:
         with (self.workdir / f"{name}.log").open("ab") as log:
@@ -491,22 +494,25 @@ async def enroll_all(port: int, count: int) -> tuple[list[BenchNode], float]:
 
 
 class LagMonitor:
-    """Polls the heartbeat projection's checkpoint: when did each stream sequence land?"""
+    """Polls the heartbeat projection's checkpoints (one per partition): when did each
+    stream sequence land in the read model of the partition that holds it?"""
 
-    def __init__(self, dsn: str, stream: str) -> None:
+    def __init__(self, dsn: str, stream: str, partitions: int = 1) -> None:
         self._dsn = dsn
         self._stream = stream
-        self.polls: list[tuple[float, int]] = []
+        self._partitions = partitions
+        self.polls: list[tuple[float, tuple[int, ...]]] = []
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def position(self, conn: asyncpg.Connection) -> int:
-        seq = await conn.fetchval(
-            "SELECT last_seq FROM projection_checkpoints"
+    async def position(self, conn: asyncpg.Connection) -> tuple[int, ...]:
+        rows = await conn.fetch(
+            "SELECT partition, last_seq FROM projection_checkpoints"
             " WHERE projection = 'heartbeats' AND stream = $1",
             self._stream,
         )
-        return int(seq or 0)
+        found = {r["partition"]: int(r["last_seq"]) for r in rows}
+        return tuple(found.get(p, 0) for p in range(self._partitions))
 
     async def start(self) -> None:
         conn = await asyncpg.connect(self._dsn)
@@ -521,10 +527,10 @@ class LagMonitor:
 
         self._task = asyncio.create_task(poll())
 
-    async def wait_for(self, seq: int, timeout: float) -> bool:
+    async def wait_for(self, seq: int, timeout: float, partition: int = 0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.polls and self.polls[-1][1] >= seq:
+            if self.polls and self.polls[-1][1][partition] >= seq:
                 return True
             await asyncio.sleep(0.01)
         return False
@@ -534,12 +540,12 @@ class LagMonitor:
         if self._task is not None:
             await self._task
 
-    def landed_at(self, seq: int) -> float | None:
+    def landed_at(self, seq: int, partition: int = 0) -> float | None:
         # Polls are in time order and positions only grow: binary search the first >= seq.
         low, high = 0, len(self.polls)
         while low < high:
             middle = (low + high) // 2
-            if self.polls[middle][1] >= seq:
+            if self.polls[middle][1][partition] >= seq:
                 high = middle
             else:
                 low = middle + 1

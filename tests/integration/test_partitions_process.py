@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 
 from adapters.jetstream import JetStreamEventStore
-from adapters.services import rebuild, sharing_scope
+from adapters.services import rebuild, sharing_scope, work_names
 from adapters.work_sharing import owners
 from domain.signing import Signer
 from domain.streams import Topology
@@ -22,15 +22,7 @@ from tests.integration.test_projector import settings_for
 
 BEATS = 4000
 B3IQ = str(Path(sys.executable).parent / "b3iq")
-WORK = [
-    *(
-        f"{p}[{i}/2]"
-        for p in ("nodes", "heartbeats", "protocol", "commands", "routes")
-        for i in (1, 2)
-    ),
-    *(f"route_probes[{i}/2]" for i in (1, 2)),
-    *("signer_keys", "benchmarks", "billing", "checkpointer", "stale_sweeper"),
-]
+WORK = work_names(2)
 
 
 def start_projector(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
