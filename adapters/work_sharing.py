@@ -72,7 +72,6 @@ class WorkSharing:
         *,
         scope: str,
         look_every_s: float = 0.5,
-        server_settings: dict[str, str] | None = None,
     ) -> None:
         """``scope``: what the work belongs to (a stream prefix and schema), so that
         deployments sharing one database never take each other's locks."""
@@ -84,7 +83,6 @@ class WorkSharing:
             raise ValueError(f"two pieces of work in {scope!r} hash to one lock")
         self._members_ns, self._work_ns = _namespaces(scope)
         self._look_every_s = look_every_s
-        self._server_settings = server_settings or {}
         self.running: dict[str, _Running] = {}
         self._me = 0
         """The backend pid of our lock session: who we are among the members."""
@@ -128,7 +126,6 @@ class WorkSharing:
                 "tcp_keepalives_interval": "2",
                 "tcp_keepalives_count": "3",
                 "tcp_user_timeout": "10000",
-                **self._server_settings,
             },
         )
         self._me = await conn.fetchval("SELECT pg_backend_pid()")
