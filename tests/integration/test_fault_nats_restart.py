@@ -65,7 +65,7 @@ async def test_nats_restart_under_heartbeats_loses_and_duplicates_nothing(
             assert refused.status_code == 503, refused.text
             assert refused.json()["error"]["code"] == "service_unavailable"
             assert int(refused.headers["retry-after"]) > 0
-            assert answered_in < 1.0  # refused at once, not after a publish timeout
+            assert answered_in < 2.5  # refused at once, not after the 5 s publish timeout
             ready = await http.get("/ready")
             assert ready.status_code == 503
             assert "retry-after" in ready.headers
