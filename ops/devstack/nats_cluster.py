@@ -158,20 +158,15 @@ class NatsCluster:
                 server.start()
         self.wait_ready()
 
-    def wait_ready(self, members: Sequence[int] | None = None) -> None:
-        """Until every running member (or those given) has JetStream with a meta leader."""
-        chosen = range(len(self.servers)) if members is None else members
+    def wait_ready(self) -> None:
+        """Until every running member's JetStream is current with a meta leader."""
         deadline = time.monotonic() + READY_TIMEOUT_S
-        for i in chosen:
-            if not self.servers[i].is_running():
-                continue
-            while not jetstream_ready(self.members[i]):
+        for member, server in zip(self.members, self.servers, strict=True):
+            while server.is_running() and not jetstream_ready(member):
                 if time.monotonic() > deadline:
-                    server = self.servers[i]
                     raise NatsServerError(
-                        f"{self.members[i].name}: JetStream not ready within "
-                        f"{READY_TIMEOUT_S:.0f} s; log {server.log_path}:\n"
-                        f"{log_tail(server.log_path)}"
+                        f"{member.name}: JetStream not ready within {READY_TIMEOUT_S:.0f} s; "
+                        f"log {server.log_path}:\n{log_tail(server.log_path)}"
                     )
                 time.sleep(0.05)
 
