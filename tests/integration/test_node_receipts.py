@@ -1,5 +1,6 @@
 """Signed receipt batches from nodes: verified with the node's current key, recorded once
-each, read back by operators; `audit verify` checks them and billing leaves them alone."""
+each, read back by operators; `audit verify` checks them, a replay rebuilds them and
+billing leaves them alone."""
 
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from adapters.audit import read_log, verify_log
 from adapters.reconciliation import reconcile
+from adapters.services import rebuild
 from domain.canonical import canonical_bytes
 from domain.ids import uuid7
 from domain.receipt_reports import ReceiptBatch
@@ -120,6 +122,9 @@ async def test_a_batch_is_recorded_once_however_often_it_arrives(cp: Harness) ->
         read_log(cp.plane.store, cp.plane.topology), cp.plane.topology, cp.plane.pool
     )
     assert (report.discrepancies, report.receipts) == ([], 0)  # not paid work
+    rebuilt = await rebuild(cp.plane.settings)
+    assert "node_receipts" in rebuilt.tables
+    assert rebuilt.differences == []
 
 
 def _usage(r: Receipt) -> Receipt:
