@@ -71,16 +71,14 @@ class NodeReceiptsController(Controller):
             raise ApiError(404, "not_found", "Not Found", "no such node")
         more = len(page) > limit
         page = page[:limit]
-        last = page[-1] if more else None
-        return NodeReceiptPage(
-            data=page,
-            next_cursor=None
-            if last is None
-            else b64encode(f"{last.seq}:{last.receipt_hash}".encode()),
-        )
+        return NodeReceiptPage(data=page, next_cursor=_cursor(page[-1]) if more else None)
 
 
 _CURSOR = re.compile(r"^([0-9]{1,18}):([0-9a-f]{64})$")
+
+
+def _cursor(last: NodeReceiptView) -> str:
+    return b64encode(f"{last.seq}:{last.receipt_hash}".encode())
 
 
 def _after(cursor: str | None) -> tuple[int, str] | None:
