@@ -67,6 +67,7 @@ async def test_health_ready_keys_schema_metrics(plane: ControlPlane) -> None:
             "route_probes",
             "benchmarks",
             "billing",
+            "node_receipts",
         }
         keys = (await client.get("/v1/keys")).json()["keys"]
         assert [k["key_id"] for k in keys] == [plane.signer.key_id]
