@@ -262,11 +262,14 @@ class Billing:
         quote: Quote,
         job_id: str,
         idempotency_key: str | None = None,
+        reservation_id: str | None = None,
     ) -> Reservation:
+        """``reservation_id``: one the caller chose (with ``reservation_id_for``) to start
+        work under before the hold is on the log; by default it is made here."""
         if quote.model != model:
             raise ApiError(400, "invalid_request", "Bad Request", "the quote is for another model")
         customer_id = principal.customer_id
-        rid = reservation_id_for(customer_id, idempotency_key)
+        rid = reservation_id or reservation_id_for(customer_id, idempotency_key)
         if idempotency_key is not None:
             earlier = await self._forgotten(customer_id, rid)
             if earlier is not None and earlier.state not in OPEN_STATES:
@@ -285,6 +288,17 @@ class Billing:
 
         created, found = await self.submit(customer_id, op)
         return _reservation(customer_id, found, existing=not created)
+
+    def has_room_for(self, principal: GatewayPrincipal, amount_wei: int) -> bool:
+        """A hint from this process's latest view of the account, never a decision: room
+        for this quote twice over and no spend cap that could refuse it. Work started on
+        the hint before the hold lands is rarely thrown away."""
+        seen = self.lanes.seen.get(principal.customer_id)
+        if seen is None or any(
+            p.spend_cap_wei is not None for p in (principal.policy, principal.customer_policy)
+        ):
+            return False
+        return int(seen.balance_wei) - int(seen.reserved_wei) >= 2 * amount_wei
 
     async def _forgotten(self, customer_id: str, reservation_id: str) -> Reservation | None:
         """An idempotent reservation finished so long ago that its account no longer

@@ -28,6 +28,7 @@ from adapters.node_operations import NodeOperations
 from adapters.observed_benchmarks import ObservedBenchmarks
 from adapters.postgres import create_pool, require_migrated
 from adapters.protocol_registry import LedgerProtocolRegistry
+from adapters.receipt_intake import ReceiptIntake
 from adapters.recorder import Recorder, utcnow
 from adapters.route_operations import RouteOperations
 from adapters.settings import Settings
@@ -63,6 +64,7 @@ class ManagedMode:
     benchmarks: ObservedBenchmarks
     billing: Billing
     billing_admin: BillingAdmin
+    receipts: ReceiptIntake
 
 
 @dataclass
@@ -175,6 +177,7 @@ def managed_mode(
         benchmarks=ObservedBenchmarks(broker, recorder, directory, clock=clock),
         billing=billing,
         billing_admin=BillingAdmin(pool, billing, clock=clock),
+        receipts=ReceiptIntake(pool, recorder, auth),
     )
 
 

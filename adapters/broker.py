@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
@@ -162,7 +162,7 @@ class Broker:
 
     async def dispatch(
         self, node_id: str, request: bytes, dispatch_id: str | None = None
-    ) -> AsyncIterator[Reply]:
+    ) -> AsyncGenerator[Reply, None]:
         """The node's replies to one chat request, wherever its connection is held.
         Raises RouteUnavailable when no process holds it; leaving early cancels.
         ``dispatch_id`` (default: a fresh one) is what the node's receipt will name."""

@@ -4,11 +4,15 @@ Every API process subscribes (NATS core, no consumer state) to the ledger's comm
 subjects: JetStream stores each append and NATS also delivers it to plain subscribers, so
 whichever process holds a node's long-poll hears of the node's new command, whichever
 process issued it. A lost signal costs only latency: the poll also reads the read model.
+A signal that arrives while the node is between polls is kept a little while, so the next
+poll gets it even when the read model has not caught up with the command yet.
 """
 
 import asyncio
 import contextlib
 import logging
+import time
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 
 import msgspec
@@ -50,8 +54,13 @@ class Waiter:
 
 
 class CommandSignals:
+    KEPT_S = 10.0
+    """How long a signal waits for the node's next poll: well past the read model's lag."""
+    KEPT_NODES = 10_000
+
     def __init__(self) -> None:
         self._waiting: dict[str, set[Waiter]] = {}
+        self._recent: OrderedDict[str, deque[tuple[float, str]]] = OrderedDict()
         self._sub: Subscription | None = None
 
     @property
@@ -61,6 +70,10 @@ class CommandSignals:
     @contextlib.contextmanager
     def waiter(self, node_id: str) -> Iterator[Waiter]:
         waiter = Waiter()
+        cutoff = time.monotonic() - self.KEPT_S
+        for at, command_id in self._recent.pop(node_id, ()):
+            if at > cutoff:
+                waiter.wake(command_id)
         self._waiting.setdefault(node_id, set()).add(waiter)
         try:
             yield waiter
@@ -72,8 +85,16 @@ class CommandSignals:
                     del self._waiting[node_id]
 
     def notify(self, node_id: str, command_id: str) -> None:
-        for waiter in self._waiting.get(node_id, ()):
-            waiter.wake(command_id)
+        waiters = self._waiting.get(node_id)
+        if waiters:
+            for waiter in waiters:
+                waiter.wake(command_id)
+            return
+        recent = self._recent.setdefault(node_id, deque(maxlen=32))
+        recent.append((time.monotonic(), command_id))
+        self._recent.move_to_end(node_id)
+        if len(self._recent) > self.KEPT_NODES:
+            self._recent.popitem(last=False)
 
     async def listen(self, nc: Client, topology: Topology) -> None:
         self._sub = await nc.subscribe(f"{topology.prefix}.ev.command.*", cb=self._on_msg)
@@ -85,8 +106,6 @@ class CommandSignals:
             self._sub = None
 
     async def _on_msg(self, msg: Msg) -> None:
-        if not self._waiting:
-            return
         try:
             body = decode_body(split_wire(msg.data).body)
             event = decode_payload(body.type, body.schema_version, body.payload)

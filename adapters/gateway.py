@@ -8,9 +8,10 @@ outputs pass through; nothing here stores them.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -18,7 +19,7 @@ import asyncpg
 import msgspec
 from msgspec import Meta
 
-from adapters.billing import Billing, GatewayPrincipal, Reservation
+from adapters.billing import Billing, GatewayPrincipal, Reservation, reservation_id_for
 from adapters.broker import Broker, RouteUnavailable
 from adapters.http import sse
 from adapters.http.problems import ApiError
@@ -126,6 +127,21 @@ def _allowed_tiers(principal: GatewayPrincipal) -> Callable[[str], bool]:
     )
 
 
+class _Started:
+    """A dispatch under way: its replies, and the first of them as a task of its own."""
+
+    def __init__(self, frames: AsyncGenerator[Reply, None]) -> None:
+        self.frames = frames
+        self.first: asyncio.Task[Reply] = asyncio.ensure_future(anext(frames))
+
+    async def abandon(self) -> None:
+        """Cancel it on the node (its dispatch's own cleanup sends the cancel)."""
+        self.first.cancel()
+        with contextlib.suppress(BaseException):
+            await self.first
+        await self.frames.aclose()
+
+
 class Gateway:
     def __init__(
         self,
@@ -227,19 +243,32 @@ class Gateway:
         quote = await self.billing.quote(
             principal, request.model, prompt_estimate(request), max_tokens, limit
         )
-        reservation = await self.billing.reserve(
-            principal,
-            model=request.model,
-            route_tier=found[0].route_tier,
-            quote=quote,
-            job_id=options.job_id or uuid7(),
-            idempotency_key=idempotency_key,
-        )
+        rid = reservation_id_for(principal.customer_id, idempotency_key)
+        dispatched = msgspec.json.encode(body)
+        # With room to spare (and no retry to replay), the node starts while the hold is
+        # appended: the answer still waits for the hold, and a refused hold cancels it.
+        early = None
+        if idempotency_key is None and self.billing.has_room_for(principal, quote.amount_wei):
+            early = _Started(self._broker.dispatch(found[0].node_id, dispatched, rid))
+        try:
+            reservation = await self.billing.reserve(
+                principal,
+                model=request.model,
+                route_tier=found[0].route_tier,
+                quote=quote,
+                job_id=options.job_id or uuid7(),
+                idempotency_key=idempotency_key,
+                reservation_id=rid,
+            )
+        except BaseException:
+            if early is not None:
+                await early.abandon()
+            raise
         if reservation.existing:
             return _replayed(reservation, request.model)
         job = _Job(reservation, request.model, arrived)
         try:
-            return await self._dispatch(job, found, msgspec.json.encode(body))
+            return await self._dispatch(job, found, dispatched, early)
         except BaseException:
             # Refused, failed, or the client left mid-wait: the hold goes back, no debit
             # (a reservation that already settled keeps its outcome).
@@ -247,15 +276,16 @@ class Gateway:
             raise
 
     async def _dispatch(
-        self, job: _Job, found: list[Candidate], dispatched: bytes
+        self, job: _Job, found: list[Candidate], dispatched: bytes, early: "_Started | None"
     ) -> Completed | Streaming:
-        for candidate in found[:2]:  # the first, then one retry
-            # Under the reservation's id: the receipt must name it to settle it.
-            frames = self._broker.dispatch(
-                candidate.node_id, dispatched, job.reservation.reservation_id
-            )
+        """The first candidate (``early``: already started), then one retry."""
+        rid = job.reservation.reservation_id
+        for candidate in found[:2]:
+            started = early or _Started(self._broker.dispatch(candidate.node_id, dispatched, rid))
+            early = None
+            frames = started.frames
             try:
-                first = await anext(frames)
+                first = await started.first
             except (RouteUnavailable, StopAsyncIteration):
                 self._pause(candidate.node_id)
                 continue

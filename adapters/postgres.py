@@ -9,6 +9,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 import migrations
+from adapters.urls import redact
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
@@ -82,13 +83,3 @@ async def _connect(dsn: str) -> asyncpg.Connection:
         return await asyncpg.connect(dsn, timeout=5)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise DatabaseUnavailable(f"cannot reach PostgreSQL at {redact(dsn)}: {exc}") from exc
-
-
-def redact(dsn: str) -> str:
-    """The DSN with any password replaced, safe for messages and logs."""
-    scheme, sep, rest = dsn.partition("://")
-    if "@" not in rest:
-        return dsn
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}" if ":" in creds else dsn

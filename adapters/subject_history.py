@@ -9,15 +9,16 @@ from domain.ports import EventStore
 MAX_EVENTS = 10_000
 
 
-async def subject_history(store: EventStore, subject: str) -> list[StoredEvent]:
+async def subject_history(store: EventStore, subject: str, after_seq: int = 0) -> list[StoredEvent]:
+    """The subject's events after stream sequence ``after_seq`` (all of them by default)."""
     stream = store.topology.stream_of(subject).name  # type: ignore[attr-defined]
     if isinstance(store, JetStreamEventStore):
-        return await _jetstream_history(store, stream, subject)
+        return await _jetstream_history(store, stream, subject, after_seq)
     _, last = await store.bounds(stream)
-    reader = await store.reader(stream, 1)
+    reader = await store.reader(stream, after_seq + 1)
     found: list[StoredEvent] = []
     try:
-        seen = 0
+        seen = after_seq
         while seen < last:
             batch = await reader.next_batch(1000, timeout=1.0)
             if not batch:
@@ -30,11 +31,11 @@ async def subject_history(store: EventStore, subject: str) -> list[StoredEvent]:
 
 
 async def _jetstream_history(
-    store: JetStreamEventStore, stream: str, subject: str
+    store: JetStreamEventStore, stream: str, subject: str, after_seq: int
 ) -> list[StoredEvent]:
     """Hop from one message of the subject to the next (the server indexes subjects)."""
     found: list[StoredEvent] = []
-    seq = 1
+    seq = after_seq + 1
     while len(found) < MAX_EVENTS:
         try:
             raw = await store.js.get_msg(stream, seq, subject=subject, next=True)

@@ -17,12 +17,13 @@ from domain.events import (
     NodeEnrolled,
     NodeEvidence,
     NodeKeyRotated,
+    NodeReceiptsReported,
     SchemaMismatch,
     UnknownEventType,
     decode_payload,
 )
 from domain.merkle import Frontier, leaf_hash, verify_consistency
-from domain.receipts import verify_receipt
+from domain.receipts import Receipt, verify_receipt
 from domain.signing import Keyring
 
 
@@ -168,17 +169,34 @@ class LogVerifier:
         return [_problem(stored, reason, failure, outcome.body.event_id)]
 
     def _check_receipt(self, stored: StoredEvent, outcome: Verified) -> list[Problem]:
-        """A debit holds the node's signed receipt verbatim: its hash must be over its body
-        and its signature by a key the log gave that node before this event."""
-        debit = outcome.event
-        if not isinstance(debit, CustomerDebited):
+        """A debit holds the node's signed receipt verbatim, a node's report holds many:
+        each hash must be over its body and each signature by a key the log gave that node
+        before this event (and a report holds its own node's receipts only)."""
+        event = outcome.event
+        if isinstance(event, CustomerDebited):
+            found = self._receipt_failure(event.receipt, f"reservation {event.reservation_id}")
+            failures = [] if found is None else [found]
+        elif isinstance(event, NodeReceiptsReported):
+            where = f"reported by node {event.node_id}"
+            failures = []
+            for receipt in event.receipts:
+                if receipt.body.node_id != event.node_id:
+                    detail = (
+                        f"node {receipt.body.node_id}'s receipt ({receipt.receipt_hash}, {where})"
+                    )
+                    failures.append((Reason.BAD_RECEIPT, detail))
+                elif (found := self._receipt_failure(receipt, where)) is not None:
+                    failures.append(found)
+        else:
             return []
-        receipt = debit.receipt
+        return [_problem(stored, r, d, outcome.body.event_id) for r, d in failures]
+
+    def _receipt_failure(self, receipt: Receipt, where: str) -> tuple[Reason, str] | None:
         node_id = receipt.body.node_id
         keys = self._node_keys.get(node_id, Keyring())
         failure = verify_receipt(receipt, keys)
         if failure is None:
-            return []
+            return None
         if failure == "receipt_hash_mismatch":
             reason, detail = Reason.BAD_RECEIPT, "the receipt hash is not over its body"
         elif receipt.body.key_id not in keys:
@@ -186,8 +204,7 @@ class LogVerifier:
             detail = f"node {node_id} has no key {receipt.body.key_id} in the log"
         else:
             reason, detail = Reason.BAD_RECEIPT, f"node {node_id}'s receipt signature is invalid"
-        detail += f" (receipt {receipt.receipt_hash}, reservation {debit.reservation_id})"
-        return [_problem(stored, reason, detail, outcome.body.event_id)]
+        return reason, f"{detail} (receipt {receipt.receipt_hash}, {where})"
 
     def _check_checkpoint(self, stored: StoredEvent, outcome: Verified) -> list[Problem]:
         checkpoint = outcome.event

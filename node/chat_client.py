@@ -27,7 +27,7 @@ class _Models(msgspec.Struct):
     data: list[_Model]
 
 
-def _error(response: httpx.Response) -> str:
+def error_message(response: httpx.Response) -> str:
     try:
         return str(response.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):
@@ -49,7 +49,7 @@ def chat_loop(
         if model is None:
             response = client.get("/v1/models")
             if response.status_code != 200:
-                console.print(f"[red]{_error(response)}[/]")
+                console.print(f"[red]{error_message(response)}[/]")
                 return 1
             models = msgspec.json.decode(response.content, type=_Models).data
             if not models:
@@ -65,7 +65,7 @@ def chat_loop(
             with client.stream("POST", "/v1/chat/completions", json=body) as response:
                 if response.status_code != 200:
                     response.read()
-                    console.print(f"[red]{_error(response)}[/]")
+                    console.print(f"[red]{error_message(response)}[/]")
                     return 1
                 for line in response.iter_lines():
                     if not line.startswith("data: ") or line == "data: [DONE]":

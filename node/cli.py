@@ -87,6 +87,15 @@ def _parser() -> argparse.ArgumentParser:
     verify = receipts.add_parser("verify", help="verify receipts offline")
     verify.add_argument("--file", type=Path, help="a /v1/receipts JSON document (default: local)")
     verify.add_argument("--public-key", help="the node's public key, hex (default: this node)")
+    submit = receipts.add_parser(
+        "submit", help="queue receipts for the control plane (Managed Mode), via the local API"
+    )
+    submit.add_argument(
+        "--receipt", action="append", default=[], help="a receipt hash (repeat; default: all new)"
+    )
+    submit.add_argument("--url", help="node URL (default http://127.0.0.1:8831)")
+    submit.add_argument("--api-key-file", type=Path)
+    submit.add_argument("--api-key-stdin", action="store_true")
 
     chat = sub.add_parser("chat", help="chat with a local model through the local API")
     chat.add_argument("prompt", nargs="?", help="one message; without it, read lines from stdin")

@@ -347,6 +347,39 @@ def receipts_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def receipts_submit(args: argparse.Namespace) -> int:
+    from node.chat_client import error_message
+
+    key = read_api_key(args.api_key_file, args.api_key_stdin)
+    url = args.url or _settings(args).base_url
+    body = {"receipt_hashes": args.receipt} if args.receipt else {}
+    try:
+        response = httpx.post(
+            f"{url}/v1/receipts/submit",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+    except httpx.HTTPError as exc:
+        err.print(f"cannot reach the node at {url}: {type(exc).__name__}")
+        return 1
+    if response.status_code != 202:
+        err.print(f"[red]{error_message(response)}[/]")
+        return 1
+    counts = response.json()
+    table = Table("queued", "already queued", "already submitted", "not submittable", "waiting")
+    table.add_row(
+        *(
+            str(counts[k])
+            for k in ("queued", "already_queued", "already_submitted", "not_submittable", "waiting")
+        )
+    )
+    out.print(table)
+    if counts["remaining"]:
+        out.print(f"{counts['remaining']} more not reached: run it again")
+    return 0
+
+
 def chat(args: argparse.Namespace) -> int:
     from node.chat_client import chat_loop
 
@@ -382,5 +415,6 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("id", None): node_id,
     ("receipts", "list"): receipts_list,
     ("receipts", "verify"): receipts_verify,
+    ("receipts", "submit"): receipts_submit,
     ("chat", None): chat,
 }

@@ -40,6 +40,8 @@ class NodeServices:
     started_at: float = field(default_factory=time.time)
     enrolled: bool = False
     """Managed Mode enrollment; until it exists receipts stay local."""
+    receipts_queued: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when receipts are queued by hand: Managed Mode's sender wakes to send them."""
 
     def runtime_for(self, source: ModelSource) -> Runtime:
         s = self.settings

@@ -39,6 +39,11 @@ class NodeSettings(msgspec.Struct, frozen=True, kw_only=True):
     """B3IQ_MODEL_SOURCES: directories (os.pathsep-separated) model_install may copy from."""
     command_wait_s: float = 25.0
     """B3IQ_COMMAND_WAIT_S: how long each command long-poll asks the control plane to hold."""
+    auto_submit_receipts: bool = True
+    """B3IQ_AUTO_SUBMIT_RECEIPTS: once enrolled, send every new receipt to the control plane
+    (off: only those `b3iq-host receipts submit` queues)."""
+    receipts_flush_s: float = 10.0
+    """B3IQ_RECEIPTS_FLUSH_S: how often queued receipts are sent (at once when queued by hand)."""
 
     @property
     def allowed_command_kinds(self) -> frozenset[str]:

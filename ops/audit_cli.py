@@ -43,7 +43,9 @@ async def _with_log(
     """Run ``use`` over the log: an exported file, or JetStream itself."""
     if source is not None:
         return await use(read_export(source))
-    store = await JetStreamEventStore.connect(settings.nats_url, topology)
+    store = await JetStreamEventStore.connect(
+        settings.nats_url, topology, replicas=settings.stream_replicas
+    )
     try:
         return await use(read_log(store, topology, progress))
     finally:

@@ -78,7 +78,9 @@ async def _reconcile_once(
         if source is not None:
             report: Report = await reconcile(read_export(source), topology, pool)
         else:
-            store = await JetStreamEventStore.connect(settings.nats_url, topology)
+            store = await JetStreamEventStore.connect(
+                settings.nats_url, topology, replicas=settings.stream_replicas
+            )
             report = await reconcile(read_log(store, topology), topology, pool)
             if record:
                 recorder = Recorder(store, load_signer(settings.key_path), topology)

@@ -64,7 +64,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from ops.devstack.stack import run_dev_stack
 
-    code: int = run_dev_stack(Path(args.data_dir), with_node=not args.no_node)
+    code: int = run_dev_stack(Path(args.data_dir), with_node=not args.no_node, cluster=args.cluster)
     return code
 
 
@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="run the whole stack locally with embedded servers")
     dev.add_argument("--data-dir", default=".b3iq", help="where everything lives (./.b3iq)")
     dev.add_argument("--no-node", action="store_true", help="don't start a local node")
+    dev.add_argument(
+        "--cluster", action="store_true", help="three clustered NATS servers, R3 streams"
+    )
     dev.set_defaults(func=cmd_dev)
     return parser
 

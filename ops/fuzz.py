@@ -87,6 +87,16 @@ class NodeSigned(requests.auth.AuthBase):
         return request
 
 
+class ByMethod(requests.auth.AuthBase):
+    """One path, two callers: the node posts its receipts where operators read them."""
+
+    def __init__(self, by_method: dict[str, requests.auth.AuthBase]) -> None:
+        self.by_method = by_method
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return self.by_method[request.method or "GET"](request)
+
+
 @dataclass(frozen=True)
 class Target:
     """An API to fuzz and how to reach every part of it."""
@@ -277,6 +287,8 @@ NODE_SIGNED = frozenset(
         "/v1/nodes/{node_id}/commands/{command_id}/result",
     }
 )
+NODE_POSTS = frozenset({"/v1/nodes/{node_id}/receipts"})
+"""Paths the node signs its POST to and operators GET with an admin token."""
 UNAUTHENTICATED = (
     *("/health", "/ready", "/v1/keys", "/v1/audit/", "/v1/enrollment", "/v1/public/"),
     "/v1/receipts/",
@@ -312,6 +324,8 @@ def control_plane(url: str, access: ControlPlaneAccess) -> Target:
     def credentials(path: str) -> requests.auth.AuthBase | None:
         if path in NODE_SIGNED:
             return node
+        if path in NODE_POSTS:
+            return ByMethod({"POST": node, "GET": admin})
         if path in ("/v1/chat/completions", "/v1/models") or path.startswith("/v1/billing/"):
             return gateway
         if path.startswith("/v1/support/"):

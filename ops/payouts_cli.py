@@ -32,7 +32,9 @@ def _with_batches(args: argparse.Namespace, work: Callable[[PayoutBatches], Awai
 
     async def go() -> Any:
         topology = topology_for(settings)
-        store = await JetStreamEventStore.connect(settings.nats_url, topology)
+        store = await JetStreamEventStore.connect(
+            settings.nats_url, topology, replicas=settings.stream_replicas
+        )
         pool = None
         try:
             pool = await create_pool(settings.database_url, max_size=2)

@@ -4,6 +4,7 @@ from projections.benchmarks import BenchmarksProjection
 from projections.billing import BillingProjection
 from projections.commands import CommandsProjection
 from projections.heartbeats import HeartbeatsProjection
+from projections.node_receipts import NodeReceiptsProjection
 from projections.nodes import NodesProjection
 from projections.projection import Projection
 from projections.protocol import ProtocolProjection
@@ -22,6 +23,7 @@ def all_projections() -> list[Projection]:
         RouteProbesProjection(),
         BenchmarksProjection(),
         BillingProjection(),
+        NodeReceiptsProjection(),
     ]
 
 

@@ -16,6 +16,7 @@ from adapters.http.commands import NodeCommandsController, OperatorCommandsContr
 from adapters.http.enrollment import NO_HTTP_METRICS, NodeFacingController
 from adapters.http.gateway import GatewayController
 from adapters.http.heartbeat_route import HeartbeatRoute
+from adapters.http.node_receipts import NodeReceiptsController
 from adapters.http.operator import OperatorController
 from adapters.http.problems import make_handlers
 from adapters.http.public import PublicController
@@ -51,6 +52,7 @@ def create_app(plane: ControlPlane, *, own_plane: bool = False) -> BrokerEntranc
             OperatorController,
             NodeCommandsController,
             OperatorCommandsController,
+            NodeReceiptsController,
             GrantAdminController,
             SupportController,
             PublicController,

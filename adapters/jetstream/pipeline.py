@@ -8,6 +8,7 @@ import asyncio
 import functools
 from collections.abc import Sequence
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -15,6 +16,16 @@ from adapters.jetstream.acks import Ack, parse_ack
 
 Publish = tuple[str, bytes, dict[str, str]]
 """Subject, data and headers of one message."""
+
+
+def require_connection(nc: Client) -> None:
+    """Refuse at once while the server is away: nats-py would buffer the message, send it
+    after reconnecting, and leave the caller to wait out its whole timeout meanwhile (an
+    API answering 503 seconds late, with a write that may still land later)."""
+    if nc.is_closed:
+        raise nats.errors.ConnectionClosedError
+    if not nc.is_connected:
+        raise nats.errors.ConnectionReconnectingError
 
 
 class Pipeline:
@@ -71,6 +82,7 @@ class Pipeline:
         return [_outcome(f) for f in futures]
 
     async def _send(self, items: Sequence[Publish]) -> list[asyncio.Future[Ack]]:
+        require_connection(self._nc)
         if not self._prefix:
             await self._start()
         loop = asyncio.get_running_loop()

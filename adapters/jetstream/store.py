@@ -22,8 +22,9 @@ from adapters.jetstream.acks import (
     PublishRejected,
     parse_ack,
 )
-from adapters.jetstream.pipeline import Pipeline
+from adapters.jetstream.pipeline import Pipeline, require_connection
 from adapters.jetstream.topology import ensure_topology
+from adapters.urls import redact, server_list
 from domain.envelope import StoredEvent
 from domain.ids import uuid7
 from domain.ports import AppendResult, ConcurrencyConflict, EventReader, StoreUnavailable
@@ -53,12 +54,17 @@ class JetStreamEventStore:
     async def connect(
         cls, url: str, topology: Topology, *, replicas: int = 1, name: str = "b3iq"
     ) -> "JetStreamEventStore":
-        """Connect and declare the streams; raises StoreUnavailable naming the URL."""
+        """Connect and declare the streams; raises StoreUnavailable naming the URL.
+
+        ``url`` may list several servers of a cluster, comma-separated: the client picks
+        one and moves to another when it goes away."""
+        servers = server_list(url)
+        shown = ", ".join(redact(u) for u in servers)
         try:
             # With unlimited reconnects nats-py would retry the first connect forever too.
             nc = await asyncio.wait_for(
                 nats.connect(
-                    url,
+                    servers,
                     name=name,
                     connect_timeout=2,
                     max_reconnect_attempts=-1,
@@ -71,10 +77,17 @@ class JetStreamEventStore:
             )
         except (OSError, *_UNAVAILABLE) as exc:
             raise StoreUnavailable(
-                f"cannot reach NATS at {url}: {exc or type(exc).__name__}"
+                f"cannot reach NATS at {shown}: {str(exc) or type(exc).__name__}"
             ) from exc
         store = cls(nc, topology)
-        await ensure_topology(store.js, topology, replicas)
+        try:
+            await ensure_topology(store.js, topology, replicas)
+        except (*_UNAVAILABLE, nats.errors.Error) as exc:
+            # A cluster still electing its meta leader does not answer yet.
+            await nc.close()
+            raise StoreUnavailable(
+                f"JetStream at {shown} did not declare the streams: {type(exc).__name__} {exc}"
+            ) from exc
         return store
 
     async def close(self) -> None:
@@ -99,6 +112,7 @@ class JetStreamEventStore:
         if expected_stream_seq is not None:
             conditions["Nats-Expected-Last-Sequence"] = str(expected_stream_seq)
         try:
+            require_connection(self.nc)
             if len(events) == 1:
                 ack = await self._publish_one(subject, events[0], conditions)
             else:
@@ -202,6 +216,7 @@ class JetStreamEventStore:
     async def last(self, subject: str) -> StoredEvent | None:
         stream = self.topology.stream_of(subject).name
         try:
+            require_connection(self.nc)
             raw = await self.js.get_last_msg(stream, subject, direct=True)
         except NotFoundError:
             return None
@@ -211,6 +226,7 @@ class JetStreamEventStore:
 
     async def bounds(self, stream: str) -> tuple[int, int]:
         try:
+            require_connection(self.nc)
             info = await self.js.stream_info(stream)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"stream info {stream}: {type(exc).__name__}") from exc

@@ -48,6 +48,7 @@ from domain.events.node import (
     NodeRevoked,
     NodeState,
 )
+from domain.events.node_receipts import NodeReceiptsReported
 from domain.events.payouts import (
     PAYOUT_EVENTS,
     PayoutBatchCreated,
@@ -78,6 +79,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         NodeApproved,
         NodeRevoked,
         NodeKeyRotated,
+        NodeReceiptsReported,
         ProtocolObserved,
         LedgerCheckpointed,
         *COMMAND_EVENTS,
@@ -161,6 +163,7 @@ __all__ = [
     "NodeEvidence",
     "NodeKeyRotated",
     "NodePayoutCreated",
+    "NodeReceiptsReported",
     "NodeRevoked",
     "NodeState",
     "PayoutBatchCreated",

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Request, get, post
 from litestar.params import FromQuery, JSONBody
 from litestar.response import Stream
 
@@ -24,6 +24,8 @@ from node.catalog import ModelProfile
 from node.completions import CompletionService
 from node.errors import NodeError
 from node.keys import require_scope
+from node.managed.receipt_outbox import Queued
+from node.managed.submission import OptionalBody, SubmitReceipts, queue_for_control_plane
 from node.receipts import Receipt
 
 _sse = msgspec.json.Encoder()
@@ -140,18 +142,15 @@ def list_receipts(request: Request[Any, Any, Any], limit: FromQuery[int] = 50) -
     "/v1/receipts/submit",
     guards=[require_local_key],
     opt={"scope": "receipts"},
+    status_code=202,
     sync_to_thread=False,
-    responses=documented(401, 403, 409, 501),
+    responses=documented(400, 401, 403, 404, 409, 413),
+    operation_class=OptionalBody,
 )
-def submit_receipts(request: Request[Any, Any, Any]) -> Response[Any]:
-    if not services_of(request).enrolled:
-        raise NodeError(
-            409,
-            "not_enrolled",
-            "this node is in Local Mode; receipts are kept locally until it is enrolled "
-            "with a control plane (Managed Mode)",
-        )
-    raise NodeError(501, "not_implemented", "receipt submission is not implemented yet")
+def submit_receipts(
+    request: Request[Any, Any, Any], data: JSONBody[SubmitReceipts | None] = None
+) -> Queued:
+    return queue_for_control_plane(services_of(request), data)
 
 
 ROUTES = [list_models, chat_completions, model_profiles, list_receipts, submit_receipts]

@@ -35,9 +35,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from adapters.jetstream import JetStreamEventStore
-from adapters.postgres import create_pool, migrate, redact
+from adapters.postgres import create_pool, migrate
 from adapters.projector import ProjectionRunner
 from adapters.recorder import Decide, Recorder
+from adapters.urls import redact
 from domain.canonical import b64decode, b64encode, canonical_bytes
 from domain.decoding import Decoded, decode_stored
 from domain.envelope import StoredEvent, split_wire

@@ -47,7 +47,8 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters.jetstream import JetStreamEventStore
-from adapters.postgres import migrate, redact
+from adapters.postgres import migrate
+from adapters.urls import redact
 from domain.canonical import b64decode, b64encode, canonical_bytes
 from domain.enrollment import IssuedChallenge, answer_challenge
 from domain.events import HeartbeatRecorded, NodeEvidence

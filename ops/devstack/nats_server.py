@@ -64,7 +64,8 @@ class NatsServer:
     """One ``nats-server -js`` on 127.0.0.1, its store and log in ``data_dir``.
 
     For a cluster, give every node the same ``cluster_name``, its own ``cluster_port``
-    and the ``routes`` (``nats://127.0.0.1:CPORT``) of all nodes.
+    and the ``routes`` (``nats://127.0.0.1:CPORT``) of all nodes; or hand it a whole
+    ``config`` file's text (it must listen on ``port``), as ``NatsCluster`` does.
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class NatsServer:
         cluster_port: int | None = None,
         routes: Sequence[str] = (),
         extra_args: Sequence[str] = (),
+        config: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
@@ -86,7 +88,9 @@ class NatsServer:
         self.name = name or (f"n{self.port}" if cluster_name else None)
         self.routes = tuple(routes)
         self.extra_args = tuple(extra_args)
+        self.config = config
         self.log_path = self.data_dir / "nats-server.log"
+        self.config_path = self.data_dir / "nats-server.conf"
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -105,16 +109,18 @@ class NatsServer:
         return self._proc is not None and self._proc.poll() is None
 
     def command(self) -> list[str]:
+        # The ports file is written once the listeners are up, named by pid: a readiness
+        # signal that a different server already holding the port cannot fake.
+        logs = ["-l", str(self.log_path), "--ports_file_dir", str(self.data_dir)]
+        if self.config is not None:
+            return [str(nats_server_binary()), "-c", str(self.config_path), *logs]
         cmd = [
             str(nats_server_binary()),
             "-js",
             "-sd", str(self.data_dir),
             "-a", HOST,
             "-p", str(self.port),
-            "-l", str(self.log_path),
-            # Written once the listeners are up, named by pid: a readiness signal that a
-            # different server already holding the port cannot fake.
-            "--ports_file_dir", str(self.data_dir),
+            *logs,
         ]  # fmt: skip
         if self.name:
             cmd += ["--name", self.name]
@@ -128,6 +134,8 @@ class NatsServer:
         if self.is_running():
             raise NatsServerError(f"nats-server on port {self.port} is already running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.config is not None:
+            self.config_path.write_text(self.config)
         # Flag errors are printed before -l takes effect; keep them in the same log.
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(

@@ -2,7 +2,8 @@
 
 NATS (JetStream) and PostgreSQL come from their wheels unless B3IQ_NATS_URL /
 B3IQ_DATABASE_URL name servers to use instead; then the API, the projector and a local
-node run as child processes, exactly as they would be deployed.
+node run as child processes, exactly as they would be deployed. With ``cluster`` NATS is
+three clustered servers on loopback and the streams keep three replicas.
 """
 
 import asyncio
@@ -20,12 +21,14 @@ import httpx
 from rich.console import Console
 
 from adapters.postgres import migrate
+from ops.devstack.nats_cluster import NatsCluster
 from ops.devstack.nats_server import NatsServer, port_accepts
 from ops.devstack.postgres_server import PostgresServer
 
 console = Console(soft_wrap=True)  # URLs and commands must stay copy-pasteable
 API_PORT, PROJECTOR_METRICS_PORT, NODE_PORT = 8830, 8833, 8831
 NATS_PORT, PG_PORT = 14222, 15432
+CLUSTER_PORTS = (14231, 14232, 14233)
 DATABASE = "b3iq"
 
 
@@ -57,9 +60,10 @@ def _wait_http(url: str, timeout: float, alive: Callable[[], bool]) -> bool:
 
 
 class DevStack:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, cluster: bool = False) -> None:
         self.data_dir = data_dir.resolve()
-        self.nats: NatsServer | None = None
+        self.cluster = cluster
+        self.nats: NatsServer | NatsCluster | None = None
         self.postgres: PostgresServer | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.env = dict(os.environ)
@@ -67,7 +71,11 @@ class DevStack:
     def start_servers(self) -> None:
         nats_url = os.environ.get("B3IQ_NATS_URL")
         if not nats_url:
-            self.nats = NatsServer(self.data_dir / "nats", _port(NATS_PORT))
+            if self.cluster:
+                self.nats = NatsCluster(self.data_dir / "nats-cluster", client_ports=CLUSTER_PORTS)
+                self.env["B3IQ_STREAM_REPLICAS"] = str(len(self.nats.servers))
+            else:
+                self.nats = NatsServer(self.data_dir / "nats", _port(NATS_PORT))
             self.nats.start()
             nats_url = self.nats.url
         dsn = os.environ.get("B3IQ_DATABASE_URL")
@@ -116,9 +124,9 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def run_dev_stack(data_dir: Path, *, with_node: bool = True) -> int:
+def run_dev_stack(data_dir: Path, *, with_node: bool = True, cluster: bool = False) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    stack = DevStack(data_dir)
+    stack = DevStack(data_dir, cluster=cluster)
     stop = False
 
     def on_signal(*_: object) -> None:
@@ -180,6 +188,9 @@ def _print_urls(stack: DevStack, api: str) -> None:
     console.print(f"  readiness       {api}/ready")
     console.print(f"  projector       http://127.0.0.1:{PROJECTOR_METRICS_PORT}/ (metrics)")
     console.print(f"  NATS            {stack.env['B3IQ_NATS_URL']}")
+    if isinstance(stack.nats, NatsCluster):
+        names = ", ".join(m.name for m in stack.nats.members)
+        console.print(f"                  cluster {names}; streams R{len(stack.nats.servers)}")
     console.print(f"  PostgreSQL      {stack.env['B3IQ_DATABASE_URL']}")
     if "node" in stack.children:
         console.print(f"  local node      http://127.0.0.1:{NODE_PORT}  (see node.log)")

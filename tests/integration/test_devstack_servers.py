@@ -6,8 +6,12 @@ from pathlib import Path
 
 import asyncpg
 import nats
+import nats.errors
 import pytest
 
+from adapters.jetstream import JetStreamEventStore
+from domain.streams import Topology
+from ops.devstack.nats_cluster import NatsCluster
 from ops.devstack.nats_server import NatsServer, NatsServerError, nats_server_binary
 from ops.devstack.postgres_server import PostgresServer, PostgresServerError
 
@@ -78,3 +82,25 @@ async def test_postgres_serves_and_keeps_data(tmp_path: Path) -> None:
     # A new handle on the same data dir reuses it (no initdb).
     with PostgresServer(tmp_path / "pg") as again:
         assert await _fetchval(again.dsn("app"), "select v from t") == 42
+
+
+async def test_the_dev_cluster_keeps_three_replicas_in_its_domain_behind_a_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("B3IQ_TEST_NATS_PASSWORD", "s3cret")  # the members read it
+    with NatsCluster(tmp_path / "cluster", password_variable="B3IQ_TEST_NATS_PASSWORD") as c:
+        assert [m.name for m in c.members] == ["n1", "n2", "n3"]
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(c.servers[0].url, allow_reconnect=False)
+        url = ",".join(f"nats://b3iq:s3cret@127.0.0.1:{m.client_port}" for m in c.members)
+        store = await JetStreamEventStore.connect(url, Topology(), replicas=3)
+        try:
+            assert (await store.js.account_info()).domain == "b3iq"
+            info = await store.js.stream_info(Topology().ledger.name)
+            assert info.config.num_replicas == 3
+            assert info.cluster is not None
+            peers = {info.cluster.leader, *(r.name for r in info.cluster.replicas or [])}
+            assert peers == {"n1", "n2", "n3"}
+        finally:
+            await store.close()
+    assert not any(s.is_running() for s in c.servers)

@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from adapters.gateway import HostedRequest, prompt_estimate
+from domain.billing.state import Policy
 from domain.streams import Topology
 from tests.billing_support import COMPLETION_PRICE, PROMPT_PRICE, customer
 from tests.route_support import World
@@ -146,11 +147,20 @@ async def test_errors_are_openai_shaped_with_stable_codes(paid: World) -> None:
     assert nowhere.value.body["code"] == "no_healthy_candidates"  # type: ignore[index]
 
 
-async def test_concurrent_requests_never_spend_more_than_the_balance(paid: World) -> None:
+@pytest.mark.parametrize("limit", ["balance", "spend_cap"])
+async def test_concurrent_requests_never_spend_more_than_the_limit(paid: World, limit: str) -> None:
+    """200 requests through two API processes against a balance, or a rolling spend cap,
+    that covers exactly ten quotes."""
     body = {"model": "tiny", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 4}
     estimate = prompt_estimate(msgspec.convert(body, HostedRequest))
     quote = estimate * PROMPT_PRICE + 4 * COMPLETION_PRICE
-    _, secret = await customer(paid.one.plane, 10 * quote)  # exactly ten quotes
+    if limit == "balance":
+        start, code = 10 * quote, "insufficient_balance"
+        _, secret = await customer(paid.one.plane, start)
+    else:
+        start, code = 10**9, "gateway_spend_cap_exceeded"
+        capped = Policy(spend_cap_wei=str(10 * quote), spend_window_s=3600)
+        _, secret = await customer(paid.one.plane, start, key_policy=capped)
     headers = {"authorization": f"Bearer {secret}"}
     async with httpx.AsyncClient(timeout=60) as http:
         responses = await asyncio.gather(
@@ -166,17 +176,16 @@ async def test_concurrent_requests_never_spend_more_than_the_balance(paid: World
     ok = [r for r in responses if r.status_code == 200]
     refused = [r for r in responses if r.status_code != 200]
     assert len(ok) >= 10
-    assert {(r.status_code, r.json()["error"]["code"]) for r in refused} == {
-        (402, "insufficient_balance")
-    }
+    assert {(r.status_code, r.json()["error"]["code"]) for r in refused} == {(402, code)}
     spent = sum(
         r.json()["usage"]["prompt_tokens"] * PROMPT_PRICE
         + r.json()["usage"]["completion_tokens"] * COMPLETION_PRICE
         for r in ok
     )
+    assert spent <= 10 * quote
     after = await account(paid, secret)
     assert after["reserved_wei"] == "0"
-    assert int(after["balance_wei"]) == 10 * quote - spent >= 0
+    assert int(after["balance_wei"]) == start - spent >= 0
 
 
 async def test_no_prompt_is_stored_anywhere(paid: World, topology: Topology) -> None:

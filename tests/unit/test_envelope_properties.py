@@ -47,7 +47,7 @@ LOG = seal(
     now=NOW,
 )
 ENVELOPE = LOG[0].data
-RECEIPT = signed_receipt(NODE, "n1", 5, 7, NOW)
+RECEIPT = signed_receipt(NODE, "n1", 5, 7, NOW, dispatch_id="d1")
 NODE_KEYS = Keyring([NODE.public_key])
 
 json_values = st.recursive(
@@ -134,7 +134,8 @@ def test_a_receipt_with_any_byte_changed_never_verifies(index: int, mask: int) -
     except RAW_MSGSPEC_ERRORS:
         return
     assume(changed != RECEIPT)  # e.g. a flipped key-name letter that msgspec ignores
-    assert check_receipt(changed, NODE_KEYS, node_id="n1", model="tiny") is not None
+    asked = {"node_id": "n1", "model": "tiny", "dispatch_id": "d1"}
+    assert check_receipt(changed, NODE_KEYS, **asked) is not None
 
 
 @given(inputs)

@@ -2,21 +2,25 @@
 from the log, and names the debit whose receipt was tampered with."""
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import msgspec
 import pytest
 
 from domain.decoding import decode_stored
 from domain.envelope import StoredEvent
-from domain.events import CustomerDebited
+from domain.events import CustomerDebited, NodeReceiptsReported
 from domain.receipts import Receipt, Usage, sign_receipt
 from domain.sealing import seal
 from domain.signing import Keyring, Signer
 from domain.streams import Topology
 from domain.verification import LogVerifier, Reason
 from ops.bench.billing_workload import Workload, take
+from tests.billing_support import receipt
+from tests.support import enrolled
 
 SIGNER = Signer(b"\x05" * 32)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 Change = Callable[[Receipt], Receipt]
 
 
@@ -74,3 +78,38 @@ def test_a_tampered_receipt_names_its_debit(change: Change, reason: Reason) -> N
     seq, event_id = resealed_debit(log, change)
     found = verify(log)
     assert found[0] == (reason, seq, event_id)
+
+
+def reported(receipts: list[Receipt]) -> list[StoredEvent]:
+    """Node n1's enrollment, then its report of ``receipts``, as a ledger holds them."""
+    node = Signer(b"\x07" * 32)
+    log: list[StoredEvent] = []
+    for subject, event in (
+        ("b3iq.ev.node.n1", enrolled("n1", node)),
+        ("b3iq.ev.receipts.n1", NodeReceiptsReported(node_id="n1", receipts=receipts)),
+    ):
+        (sealed,) = seal(subject, [event], prev_hash=None, signer=SIGNER, now=NOW)
+        log.append(StoredEvent("LEDGER", len(log) + 1, subject, sealed.data))
+    return log
+
+
+def node_receipt(node_id: str = "n1", signer: Signer | None = None) -> Receipt:
+    return receipt(signer or Signer(b"\x07" * 32), node_id, 3, 4, NOW, dispatch_id="d1")
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda r: r, None),
+        (_usage, Reason.BAD_RECEIPT),
+        (_signature, Reason.BAD_RECEIPT),
+        (_stranger, Reason.UNKNOWN_NODE_KEY),
+        (lambda _: node_receipt("n2", Signer(b"\x08" * 32)), Reason.BAD_RECEIPT),
+    ],
+)
+def test_a_nodes_report_verifies_every_receipt_in_it(change: Change, reason: Reason | None) -> None:
+    log = reported([node_receipt(), change(node_receipt())])
+    found = verify(log)
+    assert [r for r, _, _ in found] == ([] if reason is None else [reason])
+    if reason is not None:
+        assert found[0][1] == 2  # the report, not the enrollment
