@@ -35,5 +35,6 @@ other's rows and each row sees its events in log order.
 
 Not split: billing (a payout batch claims payout rows that customer subjects wrote),
 benchmarks (a node's self-reported rows come from its commands' subjects, its observed
-rows from its benchmark subject), signer_keys (a handful of rows). A projection added
-later stays whole until it is checked and listed here."""
+rows from its benchmark subject), signer_keys (a handful of rows), node_receipts (few,
+batched events; its intake reads its checkpoint as one row). A projection added later
+stays whole until it is checked and listed here."""

@@ -5,16 +5,16 @@ processes started with another count, or a runner whose read models were swapped
 rebuild with another count, see it and stop instead of applying events to the wrong rows.
 Existing checkpoints become partition 0 of 1: nothing to replay.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-27
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
