@@ -202,6 +202,9 @@ async def rebuild(
             for projection in all_projections():
                 stream = stream_of(plane.topology, projection).name
                 targets = _rebuild_targets(projection, stream, live, partitions)
+                if targets:  # every partition's checkpoint, those still at 0 too
+                    async with scratch.acquire() as conn, conn.transaction():
+                        await claim_layout(conn, projection.name, stream, len(targets))
                 for partition, target in targets.items():
                     runner = ProjectionRunner(
                         scratch,

@@ -11,11 +11,15 @@ class PartitionsChanged(Exception):
     change it, rebuild the read models with the new count and swap them in."""
 
     def __init__(self, projection: str, found: int | None, wanted: int) -> None:
-        where = "no such partition" if found is None else f"{found} partition(s)"
+        if found is None:
+            where = f"has no such partition of {wanted} in this database"
+            fix = "start every projector with the count in use"
+        else:
+            where = f"is split into {found} partition(s) in this database, not {wanted}"
+            fix = f"start every projector with --partitions {found}"
         super().__init__(
-            f"projection {projection!r} is split into {where} in this database, not {wanted}:"
-            f" start every projector with --partitions {found or '<the count in use>'}, or"
-            f" rebuild with `b3iq audit replay --swap --partitions {wanted}`"
+            f"projection {projection!r} {where}: {fix}, or rebuild with"
+            f" `b3iq audit replay --swap --partitions {wanted}`"
         )
         self.found = found
 

@@ -136,6 +136,27 @@ async def test_a_swap_to_another_count_stops_the_old_runners_and_the_new_ones_go
         await runner.reset()
 
 
+async def test_partitions_still_at_zero_go_on_after_a_swap(
+    js_store: JetStreamEventStore,
+    topology: Topology,
+    pool: asyncpg.Pool,
+    signer: Signer,
+    servers: Servers,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    group = runners(pool, js_store, topology, 2, [HeartbeatsProjection()])
+    for runner in group:
+        await runner.step(timeout=0)  # opened on an empty stream: its checkpoint is at 0
+    settings = settings_for(servers, database_url, topology, tmp_path)
+    assert (await rebuild(settings, swap=True)).differences == []
+    await beats(js_store, topology, signer, 200)
+    await catch_up(js_store, group)
+    assert await beats_projected(pool) == 200
+    for runner in group:
+        await runner.reset()
+
+
 @contextlib.asynccontextmanager
 async def sharing(
     dsn: str, scope: str, work: Sequence[Work], look_every_s: float = 0.1
