@@ -16,13 +16,26 @@ from adapters.services import rebuild, sharing_scope, work_names
 from adapters.work_sharing import owners
 from domain.signing import Signer
 from domain.streams import Topology
+from projections.heartbeats import HeartbeatsProjection
 from tests.conftest import Servers
-from tests.integration.test_partitions import beats, beats_projected, until
+from tests.integration.test_partitions import beats, beats_projected, runners, until
 from tests.integration.test_projector import settings_for
 
 BEATS = 4000
 B3IQ = str(Path(sys.executable).parent / "b3iq")
 WORK = work_names(2)
+
+
+def projector_env(
+    servers: Servers, database_url: str, topology: Topology, data_dir: Path
+) -> dict[str, str]:
+    return {
+        **os.environ,
+        "B3IQ_NATS_URL": servers.nats_url,
+        "B3IQ_DATABASE_URL": database_url,
+        "B3IQ_STREAM_PREFIX": topology.prefix,
+        "B3IQ_DATA_DIR": str(data_dir),
+    }
 
 
 def start_projector(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -42,11 +55,7 @@ async def test_a_killed_projectors_partitions_are_taken_over_and_equal_a_clean_r
     tmp_path: Path,
 ) -> None:
     env = {
-        **os.environ,
-        "B3IQ_NATS_URL": servers.nats_url,
-        "B3IQ_DATABASE_URL": database_url,
-        "B3IQ_STREAM_PREFIX": topology.prefix,
-        "B3IQ_DATA_DIR": str(tmp_path),
+        **projector_env(servers, database_url, topology, tmp_path),
         "B3IQ_PROJECTION_BATCH": "100",
     }
     started = [start_projector(env, tmp_path / f"projector-{n}.log") for n in range(2)]
@@ -90,3 +99,28 @@ async def test_a_killed_projectors_partitions_are_taken_over_and_equal_a_clean_r
 
 async def _projected_more_than(pool: asyncpg.Pool, count: int) -> bool:
     return await beats_projected(pool) > count
+
+
+async def test_a_projector_started_with_another_count_refuses_to_start(
+    js_store: JetStreamEventStore,
+    topology: Topology,
+    pool: asyncpg.Pool,
+    servers: Servers,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    for runner in runners(pool, js_store, topology, 2, [HeartbeatsProjection()]):
+        await runner.step(timeout=0)  # the heartbeat projection is split 2 ways now
+        await runner.reset()
+    refused = await asyncio.create_subprocess_exec(
+        B3IQ,
+        "projector",
+        "--partitions",
+        "3",
+        env=projector_env(servers, database_url, topology, tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(refused.communicate(), 60)
+    assert refused.returncode == 3
+    assert "start every projector with --partitions 2" in " ".join(output.decode().split())
