@@ -41,6 +41,7 @@ def _serve_worker(settings: Settings) -> None:
 
 def cmd_projector(args: argparse.Namespace) -> int:
     from adapters.services import run_projector
+    from adapters.work_sharing import WorkFailed
     from projections.checkpoints import PartitionsChanged
 
     settings = settings_from(args)
@@ -48,8 +49,12 @@ def cmd_projector(args: argparse.Namespace) -> int:
         settings = msgspec.structs.replace(settings, projector_partitions=args.partitions)
     try:
         run(run_projector(settings, args.metrics_port))
-    except PartitionsChanged as exc:
-        console.print(f"[red]error:[/red] {exc}")
+    except (PartitionsChanged, WorkFailed) as exc:
+        # At start, or later: read models swapped for a rebuild split another way.
+        changed = exc if isinstance(exc, PartitionsChanged) else exc.__cause__
+        if not isinstance(changed, PartitionsChanged):
+            raise
+        console.print(f"[red]error:[/red] {changed}")
         return EXIT_CONFLICT
     return 0
 
