@@ -10,8 +10,10 @@ stays flat however long the log.
 
 import multiprocessing
 import queue
+import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any
@@ -109,8 +111,9 @@ class ParallelChecks:
         self._turn = 0
 
     def __enter__(self) -> "ParallelChecks":
-        for worker in self._workers:
-            worker.process.start()
+        with _main_unseen():
+            for worker in self._workers:
+                worker.process.start()
         return self
 
     def __exit__(
@@ -155,6 +158,24 @@ class ParallelChecks:
     def _accept_oldest(self) -> list[Problem]:
         worker, events = self._in_flight.pop(0)
         return accept_all(self.verifier, events, worker.result())
+
+
+@contextmanager
+def _main_unseen() -> Iterator[None]:
+    """Workers need only this module, but spawn imports the parent's main module in each
+    too: for the CLI that is everything, over a second of CPU per worker. Started while
+    __main__ names no module or file, they skip it."""
+    main = sys.modules["__main__"]
+    spec, path = main.__spec__, getattr(main, "__file__", None)
+    main.__spec__ = None
+    if path is not None:
+        del main.__file__
+    try:
+        yield
+    finally:
+        main.__spec__ = spec
+        if path is not None:
+            main.__file__ = path
 
 
 def accept_all(
