@@ -635,9 +635,10 @@ def main(argv: list[str] | None = None) -> int:
             "Verify: `audit verify` as the CLI runs it, from JetStream; Sigs = Ed25519"
             " signatures checked (the control plane's on every event, the nodes' inside).",
             "CPU s: this process and its workers, user + system; sigs per CPU s vs baseline"
-            " is what the verifier would reach with the cores to itself (other work on the"
-            " machine slows the wall clock, not that). Peak RSS: each phase's own child"
-            " process (+ its largest worker).",
+            " is the share of the limit its processes would reach with both cores to"
+            " themselves (nats-server not counted; other work on the machine slows the wall"
+            " clock, not this). Peak RSS: each phase's own child process (+ its largest"
+            " worker).",
             "Replay: every projection from sequence 1 into a fresh schema, both streams."
             " Reconcile: ledger events folded; the heartbeat stream is read and skipped.",
             f"Whole run {time.perf_counter() - started:.0f} s.",
