@@ -12,6 +12,7 @@ import multiprocessing
 import queue
 import sys
 import traceback
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing.process import BaseProcess
@@ -107,7 +108,7 @@ class ParallelChecks:
         self.depth = depth
         self._workers = [_Worker(context, verifier) for _ in range(jobs)]
         self._filling: list[StoredEvent] = []
-        self._in_flight: list[tuple[_Worker, list[StoredEvent]]] = []
+        self._in_flight: deque[tuple[_Worker, list[StoredEvent]]] = deque()
         self._turn = 0
 
     def __enter__(self) -> "ParallelChecks":
@@ -156,7 +157,7 @@ class ParallelChecks:
         self._filling = []
 
     def _accept_oldest(self) -> list[Problem]:
-        worker, events = self._in_flight.pop(0)
+        worker, events = self._in_flight.popleft()
         return accept_all(self.verifier, events, worker.result())
 
 

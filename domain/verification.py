@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from domain.canonical import b64decode, canonical_bytes, sha256_hex
+from domain.canonical import b64decode, sha256_hex
 from domain.envelope import EnvelopeBody, StoredEvent, decode_body, event_hash, split_wire
 from domain.events import (
     CustomerDebited,
@@ -28,6 +28,7 @@ from domain.events import (
     decode_payload,
 )
 from domain.merkle import Frontier, leaf_hash, verify_consistency
+from domain.receipts import verify_receipt
 from domain.signing import Keyring, key_id_for
 
 
@@ -194,14 +195,13 @@ def _check_receipt(event: Event, node_keys: Mapping[str, Keyring]) -> ReceiptChe
         return None
     receipt = event.receipt
     node_id, key_id = receipt.body.node_id, receipt.body.key_id
-    message = canonical_bytes(receipt.body)
+    keys = node_keys.get(node_id) or Keyring()
+    failure = verify_receipt(receipt, keys)
+    hash_ok = failure != "receipt_hash_mismatch"
+    checked_with = keys.public_key(key_id) if hash_ok else None
+    signature = NodeSignature(node_id, key_id, checked_with, failure is None)
     where = f" (receipt {receipt.receipt_hash}, reservation {event.reservation_id})"
-    if sha256_hex(message) != receipt.receipt_hash:
-        return ReceiptCheck(NodeSignature(node_id, key_id, None, False), False, where)
-    keys = node_keys.get(node_id)
-    return ReceiptCheck(
-        _node_signature(node_id, key_id, keys, message, receipt.signature), True, where
-    )
+    return ReceiptCheck(signature, hash_ok, where)
 
 
 def request_failure(evidence: NodeEvidence, node_id: str) -> str | None:
