@@ -17,7 +17,6 @@ unless B3IQ_NATS_URL / B3IQ_DATABASE_URL name them). Exit status 1 if a target f
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import platform
@@ -29,7 +28,6 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from resource import RUSAGE_CHILDREN, RUSAGE_SELF
@@ -45,26 +43,25 @@ from adapters.jetstream import JetStreamEventStore
 from adapters.postgres import create_pool, migrate
 from adapters.projector import ProjectionRunner
 from adapters.reconciliation import reconcile
-from domain.canonical import b64decode, b64encode, canonical_bytes
-from domain.command_specs import RuntimeProbe
-from domain.commands import command_of, decide_issue, decide_lease, decide_result
+from domain.canonical import b64decode, canonical_bytes
 from domain.decoding import decode_stored
-from domain.envelope import StoredEvent, decode_body, split_wire
+from domain.envelope import StoredEvent, split_wire
 from domain.events import (
-    BenchmarkObserved,
-    BenchmarkRun,
     CustomerDebited,
-    Event,
-    LedgerCheckpointed,
     NodeEvidence,
-    SignerKeyPublished,
 )
-from domain.merkle import MerkleTree, leaf_hash
-from domain.sealing import Sealed, seal, split_event_id
 from domain.signing import Keyring, Signer
 from domain.streams import Topology
-from ops.bench.bench_event_log import Env, console, enrolled, evidence, heartbeat, servers
+from ops.bench.bench_event_log import Env, console, servers
 from ops.bench.billing_workload import Workload
+from ops.bench.mixed_log import (
+    CHECKPOINT_EVERY,
+    NODES,
+    MixedLedger,
+    heartbeat_messages,
+    node_key,
+    whole_appends,
+)
 from projections.catalog import all_projections
 
 T = TypeVar("T")
@@ -73,8 +70,6 @@ VERIFY_MIN_RATIO = 0.8
 REPLAY_TARGET = 50_000.0
 RECONCILE_TARGET = 100_000.0
 HEARTBEAT_SHARE = 0.45
-NODES = 200
-CHECKPOINT_EVERY = 1000
 BATCH = 2000
 SAMPLE = 60_000
 """Events whose signatures the baseline verifies (the log's first, in both streams)."""
@@ -93,175 +88,7 @@ class Plan(msgspec.Struct, frozen=True):
     jobs: int
 
 
-def node_key(n: int) -> Signer:
-    return Signer(hashlib.sha256(b"bench-audit-node-%d" % n).digest())
-
-
-def node_id(n: int) -> str:
-    return f"hb-{n:04d}"
-
-
-# --- generating the log (two children at once) ----------------------------------------
-
-
-class MixedLedger:
-    """The ledger's messages in order, sealed and chained; a checkpoint every
-    ``CHECKPOINT_EVERY`` messages over all before it, as the Checkpointer signs them."""
-
-    def __init__(self, topology: Topology, signer: Signer) -> None:
-        self.topology = topology
-        self.signer = signer
-        self.now = datetime(2026, 11, 25, tzinfo=UTC)
-        self.tips: dict[str, str] = {}
-        self.tree = MerkleTree()
-        self.last_checkpoint: LedgerCheckpointed | None = None
-        self.billing = Workload(topology, signer).events()
-        self.commands: dict[str, Event] = {}
-
-    def _seal(self, subject: str, events: list[Event]) -> Iterator[tuple[str, Sealed]]:
-        sealed = seal(
-            subject, events, prev_hash=self.tips.get(subject), signer=self.signer, now=self.now
-        )
-        self.tips[subject] = sealed[-1].hash
-        for s in sealed:
-            yield subject, s
-
-    def _setup(self) -> Iterator[tuple[str, Sealed]]:
-        key = SignerKeyPublished(
-            key_id=self.signer.key_id, public_key=b64encode(self.signer.public_key)
-        )
-        yield from self._seal(self.topology.subject("key", self.signer.key_id), [key])
-        for n in range(NODES):
-            event = enrolled(node_id(n), node_key(n))
-            yield from self._seal(self.topology.subject("node", node_id(n)), [event])
-
-    def _command(self, n: int) -> Iterator[tuple[str, Sealed]]:
-        """Issued, leased by its node (signed request), reported (signed result)."""
-        node, key = node_id(n % NODES), node_key(n % NODES)
-        command_id, lease_id = f"cmd-{n}", f"lease-{n}"
-        subject = self.topology.subject("command", command_id)
-        issued = decide_issue(
-            None,
-            command_id,
-            node,
-            RuntimeProbe(),
-            "bench",
-            "bench",
-            now=self.now,
-            lease_s=60.0,
-            ttl_s=600.0,
-            max_attempts=3,
-        )
-        lease_proof = evidence(key, {"command_id": command_id, "lease": lease_id})
-        leased = decide_lease(command_of(issued[-1]), node, lease_id, lease_proof, self.now)
-        result_proof = evidence(key, {"command_id": command_id, "result": "ok"})
-        done = decide_result(
-            command_of(leased[-1]),
-            node,
-            lease_id,
-            "succeeded",
-            "",
-            result_proof,
-            "3" * 64,
-            self.now,
-        )
-        yield from self._seal(subject, [*issued, *leased, *done])
-
-    def _benchmark(self, n: int) -> Iterator[tuple[str, Sealed]]:
-        node = node_id(n % NODES)
-        runs = [
-            BenchmarkRun(
-                prompt_id=f"p{i}",
-                ttft_ms=20.0 + i,
-                latency_ms=300.0 + i,
-                completion_tokens=32,
-                output_sha256="4" * 64,
-                receipt_hash="5" * 64,
-            )
-            for i in range(4)
-        ]
-        observed = BenchmarkObserved(
-            node_id=node,
-            model="tiny",
-            set_id="smoke-v1",
-            runtime_kind="llama_cpp",
-            ttft_ms=21.5,
-            tokens_per_s=100.0,
-            output_sha256="6" * 64,
-            runs=runs,
-            observed_at=self.now,
-            requested_by="bench",
-        )
-        yield from self._seal(self.topology.subject("benchmark", node), [observed])
-
-    def _checkpoint(self) -> Iterator[tuple[str, Sealed]]:
-        size, previous = self.tree.size, self.last_checkpoint
-        head = LedgerCheckpointed(tree_size=size, root=self.tree.root(size).hex())
-        if previous is not None:
-            proof = self.tree.consistency_proof(previous.tree_size, size)
-            head = LedgerCheckpointed(
-                tree_size=size,
-                root=head.root,
-                previous_size=previous.tree_size,
-                consistency=[p.hex() for p in proof],
-            )
-        self.last_checkpoint = head
-        yield from self._seal(self.topology.subject("checkpoint", "ledger"), [head])
-
-    def _mixed(self) -> Iterator[tuple[str, Sealed]]:
-        yield from self._setup()
-        n = 0
-        while True:
-            n += 1
-            self.now += timedelta(milliseconds=10)
-            if n % 40 == 0:
-                yield from self._command(n)
-            elif n % 150 == 0:
-                yield from self._benchmark(n)
-            else:
-                stored = next(self.billing)
-                yield stored.subject, Sealed(split_event_id(stored.data), "", stored.data)
-
-    def messages(self) -> Iterator[tuple[str, Sealed]]:
-        for item in self._mixed():
-            yield item
-            self.tree.append(leaf_hash(item[1].data))
-            if (self.tree.size + 1) % CHECKPOINT_EVERY == 0:
-                for checkpoint in self._checkpoint():
-                    yield checkpoint
-                    self.tree.append(leaf_hash(checkpoint[1].data))
-
-
-def heartbeat_messages(topology: Topology, signer: Signer) -> Iterator[tuple[str, Sealed]]:
-    keys = [node_key(n) for n in range(NODES)]
-    now = datetime(2026, 11, 25, tzinfo=UTC)
-    n = 0
-    while True:
-        node = n % NODES
-        subject = topology.heartbeat_subject(node_id(node))
-        beat = heartbeat(node_id(node), n // NODES, keys[node])
-        yield (
-            subject,
-            seal(subject, [beat], prev_hash=None, signer=signer, now=now, chained=False)[0],
-        )
-        n += 1
-
-
-def whole_appends(
-    messages: Iterator[tuple[str, Sealed]], count: int
-) -> Iterator[tuple[str, Sealed]]:
-    """The first ``count`` messages, and on to the end of a settlement cut there: a debit,
-    its payout and its release are one append, and the fold would call a part of it an
-    unfinished settlement."""
-    last = None
-    for last in islice(messages, count):
-        yield last
-    while last is not None and decode_body(split_wire(last[1].data).body).type in SETTLING:
-        last = next(messages)
-        yield last
-
-
-SETTLING = frozenset({"CustomerDebited", "NodePayoutCreated"})
+# --- writing the log (a child per stream, at once) -------------------------------------
 
 
 def batched(items: Iterator[T], size: int) -> Iterator[list[T]]:
@@ -274,7 +101,7 @@ async def write(plan: Plan, which: str) -> dict[str, Any]:
     store = await JetStreamEventStore.connect(plan.nats_url, topology, name="b3iq-bench")
     signer = Signer(plan.seed)
     if which == "ledger":
-        messages = whole_appends(MixedLedger(topology, signer).messages(), plan.ledger)
+        messages = whole_appends(MixedLedger(topology, signer).appends(), plan.ledger)
     else:
         messages = islice(heartbeat_messages(topology, signer), plan.heartbeats)
     try:
