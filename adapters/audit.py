@@ -1,10 +1,13 @@
 """Auditing the log with nothing but the log and the public keys: verify, export, prove."""
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 
+from adapters.audit_workers import ParallelChecks
 from domain.canonical import b64decode
 from domain.decoding import decode_stored
 from domain.envelope import StoredEvent
@@ -92,27 +95,54 @@ async def export_log(events: AsyncIterator[StoredEvent], path: Path) -> int:
     return count
 
 
+class Checks(Protocol):
+    def feed(self, stored: StoredEvent) -> list[Problem]: ...
+
+    def finish(self) -> list[Problem]: ...
+
+
+class _InProcess:
+    def __init__(self, verifier: LogVerifier) -> None:
+        self.feed = verifier.feed
+
+    def finish(self) -> list[Problem]:
+        return []
+
+
+@contextmanager
+def checks(verifier: LogVerifier, jobs: int) -> Iterator[Checks]:
+    """``verifier``'s checks in this process (``jobs`` 1), or on ``jobs`` worker processes."""
+    if jobs <= 1:
+        yield _InProcess(verifier)
+        return
+    with ParallelChecks(verifier, jobs) as parallel:
+        yield parallel
+
+
 async def verify_log(
     events: AsyncIterator[StoredEvent],
     topology: Topology,
     keyring: Keyring,
     *,
     pinned: StoredEvent | None = None,
+    jobs: int = 1,
 ) -> tuple[LogVerifier, list[Problem]]:
-    """Verify a whole log. ``pinned``: a checkpoint obtained independently (GET
-    /v1/audit/checkpoint); the log must hold it byte for byte, so a log cut short before
-    it, or rewritten, cannot pass."""
+    """Verify a whole log, the signatures on ``jobs`` processes. ``pinned``: a checkpoint
+    obtained independently (GET /v1/audit/checkpoint); the log must hold it byte for
+    byte, so a log cut short before it, or rewritten, cannot pass."""
     verifier = LogVerifier(
         keyring, unchained_streams=frozenset(s.name for s in topology.streams if not s.chained)
     )
     problems: list[Problem] = []
     found: StoredEvent | None = None
     last: dict[str, int] = {}
-    async for stored in events:
-        problems.extend(verifier.feed(stored))
-        last[stored.stream] = stored.seq
-        if pinned is not None and (stored.stream, stored.seq) == (pinned.stream, pinned.seq):
-            found = stored
+    with checks(verifier, jobs) as check:
+        async for stored in events:
+            problems.extend(check.feed(stored))
+            last[stored.stream] = stored.seq
+            if pinned is not None and (stored.stream, stored.seq) == (pinned.stream, pinned.seq):
+                found = stored
+        problems.extend(check.finish())
     if pinned is not None and (found is None or found.data != pinned.data):
         reason, detail = (
             (Reason.TRUNCATED, f"the log ends at {last.get(pinned.stream, 0)}")

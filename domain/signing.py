@@ -61,6 +61,10 @@ class Keyring:
     def __contains__(self, key_id: object) -> bool:
         return key_id in self._verifiers
 
+    def public_key(self, key_id: str) -> bytes | None:
+        verifier = self._verifiers.get(key_id)
+        return None if verifier is None else bytes(verifier)
+
     def public_keys(self) -> list[PublicKey]:
         return [PublicKey(k, bytes(v)) for k, v in self._verifiers.items()]
 

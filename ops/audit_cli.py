@@ -1,6 +1,7 @@
 """`b3iq audit …`: verify, export and prove the log with nothing but it and public keys."""
 
 import argparse
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -69,7 +70,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         pinned = StoredEvent(head.stream, head.seq, head.subject, bytes(head.data))
 
     async def verify(log: AsyncIterator[StoredEvent]) -> Any:
-        return await verify_log(log, topology, keyring, pinned=pinned)
+        return await verify_log(log, topology, keyring, pinned=pinned, jobs=args.jobs)
 
     with progress_bars("verifying") as update:
         verifier, problems = run(_with_log(settings, topology, args.source, verify, update))
@@ -78,13 +79,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
             "ok": not problems,
             "verified": verifier.verified,
             "checkpoints": verifier.checkpoints,
+            "signatures": verifier.signatures,
             "by_type": dict(verifier.by_type),
             "by_signer": dict(verifier.by_signer),
             "problems": problems,
         }
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
     else:
-        title = f"{verifier.verified} events verified, {verifier.checkpoints} checkpoints"
+        title = (
+            f"{verifier.verified} events verified, {verifier.signatures} signatures,"
+            f" {verifier.checkpoints} checkpoints"
+        )
         table = Table(title=title)
         table.add_column("event type")
         table.add_column("count", justify="right")
@@ -188,6 +193,12 @@ def add_audit_commands(sub: Any) -> None:
     with_keys(verify)
     verify.add_argument("--from", dest="source", type=Path, help="an exported log file")
     verify.add_argument("--json", action="store_true", help="a machine-readable report")
+    verify.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes checking signatures (default: one per CPU; 1: all in this one)",
+    )
     verify.add_argument(
         "--head",
         type=Path,

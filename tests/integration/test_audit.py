@@ -156,10 +156,14 @@ async def test_the_cli_verifies_and_proves_with_published_keys(
             [B3IQ, *args], env=env, capture_output=True, text=True, timeout=60, check=False
         )
 
-    result = await asyncio.to_thread(b3iq, "audit", "verify", "--keys", str(keys), "--json")
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
-    assert (report["ok"], report["verified"], report["checkpoints"]) == (True, 31, 1)
+    for jobs in ("1", "2"):
+        result = await asyncio.to_thread(
+            b3iq, "audit", "verify", "--keys", str(keys), "--json", "--jobs", jobs
+        )
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert (report["ok"], report["verified"], report["checkpoints"]) == (True, 31, 1)
+        assert report["signatures"] == 31 + 30  # each heartbeat and enrollment: the node's too
     proved = await asyncio.to_thread(b3iq, "audit", "prove", "7")
     assert proved.returncode == 0, proved.stderr
     proof_file = tmp_path / "proof.json"
@@ -243,6 +247,7 @@ TAMPERS = {
 }
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
 @pytest.mark.parametrize("name", TAMPERS)
 async def test_every_tamper_with_an_exported_log_is_pinpointed(
     exported: tuple[list[bytes], StoredEvent],
@@ -250,12 +255,14 @@ async def test_every_tamper_with_an_exported_log_is_pinpointed(
     signer: Signer,
     tmp_path: Path,
     name: str,
+    jobs: int,
 ) -> None:
     lines, _ = exported
     change, first = TAMPERS[name]
     path = tmp_path / "tampered.jsonl"
     path.write_bytes(b"".join(change(lines)))
-    _, problems = await verify_log(read_export(path), topology, Keyring([signer.public_key]))
+    keyring = Keyring([signer.public_key])
+    _, problems = await verify_log(read_export(path), topology, keyring, jobs=jobs)
     assert [(p.reason, p.seq) for p in problems][:1] == [first]
 
 
