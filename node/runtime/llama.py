@@ -1,6 +1,7 @@
 """In-process llama-cpp-python for GGUF files, one request at a time per model."""
 
 import asyncio
+import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -141,7 +142,9 @@ class LlamaRuntime(QueuedRuntime):
                     await ready.wait()
                     pause = last_sent + STREAM_FLUSH_INTERVAL_S - loop.time()
                     if last_sent and pause > 0 and not future.done():
-                        await asyncio.sleep(pause)  # let tokens gather into one event
+                        # Let tokens gather into one event, but the end of the generation
+                        # cuts the wait short: its last tokens must not sit out the pause.
+                        await asyncio.wait((future,), timeout=pause)
                     ready.clear()
                     with lock:
                         chunk = "".join(buffer)
@@ -296,6 +299,8 @@ def _sampler(llm: llama_cpp.Llama, params: SamplingParams) -> Any:
     if params.top_p < 1.0:
         sampler.add_top_p(params.top_p, 1)
     sampler.add_temp(params.temperature)
-    seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
+    # Unseeded, llama.cpp would draw a seed from std::random_device: a syscall that costs
+    # more than building the rest of the chain. Sampling needs no cryptographic seed.
+    seed = random.getrandbits(32) if params.seed is None else params.seed & 0xFFFFFFFF
     sampler.add_dist(seed)
     return sampler
