@@ -40,7 +40,7 @@ class ReceiptList(msgspec.Struct, frozen=True):
     object: str = "list"
 
 
-@get("/v1/models", guards=[require_local_key], opt={"scope": "models"}, sync_to_thread=False)
+@get("/v1/models", before_request=require_local_key, opt={"scope": "models"}, sync_to_thread=False)
 def list_models(request: Request[Any, Any, Any]) -> ModelList:
     services, key = services_of(request), local_key(request)
     created = int(services.started_at)
@@ -61,7 +61,7 @@ async def _cancel_on_disconnect(request: Request[Any, Any, Any], task: asyncio.T
 
 @post(
     "/v1/chat/completions",
-    guards=[require_local_key],
+    before_request=require_local_key,
     opt={"scope": "chat"},
     status_code=200,
     responses={},
@@ -100,7 +100,7 @@ async def _sse_events(chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterat
 
 @get(
     "/v1/model-profiles",
-    guards=[require_local_key],
+    before_request=require_local_key,
     opt={"scope": "profiles"},
     sync_to_thread=False,
 )
@@ -109,7 +109,12 @@ def model_profiles(request: Request[Any, Any, Any]) -> ProfileList:
     return ProfileList([p for p in services_of(request).profiles() if key.allows_model(p.model)])
 
 
-@get("/v1/receipts", guards=[require_local_key], opt={"scope": "receipts"}, sync_to_thread=False)
+@get(
+    "/v1/receipts",
+    before_request=require_local_key,
+    opt={"scope": "receipts"},
+    sync_to_thread=False,
+)
 def list_receipts(request: Request[Any, Any, Any], limit: FromQuery[int] = 50) -> ReceiptList:
     services = services_of(request)
     limit = max(1, min(limit, 500))
@@ -122,7 +127,7 @@ def list_receipts(request: Request[Any, Any, Any], limit: FromQuery[int] = 50) -
 
 @post(
     "/v1/receipts/submit",
-    guards=[require_local_key],
+    before_request=require_local_key,
     opt={"scope": "receipts"},
     sync_to_thread=False,
 )
