@@ -145,14 +145,14 @@ class LlamaRuntime(QueuedRuntime):
                         # cuts the wait short: its last tokens must not sit out the pause.
                         await asyncio.wait((future,), timeout=pause)
                     ready.clear()
+                    if future.done():  # what was not sent yet goes out with the finish
+                        yield future.result()
+                        return
                     armed = True  # before reading: whatever is appended after the read wakes us
-                    done, end = future.done(), len(parts)
+                    end = len(parts)
                     if end > sent:
                         yield "".join(parts[sent:end])
                         sent, last_sent = end, loop.time()
-                    if done:  # read before the length, so nothing came after
-                        yield future.result()
-                        return
             finally:
                 cancel.set()
                 future.add_done_callback(_retrieve)
