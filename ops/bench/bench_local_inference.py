@@ -14,6 +14,7 @@ other processes shifts all targets alike. Run:
 
 import argparse
 import asyncio
+import gc
 import importlib.util
 import os
 import socket
@@ -112,6 +113,17 @@ def _rate(call: Callable[[], object], seconds: float) -> float:
 
 
 def _measure(target: Target, metric: str, seconds: float, long_tokens: int) -> None:
+    # As timeit does: no collection during a measurement, so none owed by the garbage of the
+    # target measured before (in-process llama_cpp allocates plenty) lands in this one's time.
+    gc.collect()
+    gc.disable()
+    try:
+        _measure_collected(target, metric, seconds, long_tokens)
+    finally:
+        gc.enable()
+
+
+def _measure_collected(target: Target, metric: str, seconds: float, long_tokens: int) -> None:
     if metric == "calls":
         target.calls.append(_rate(target.short, seconds))
     elif metric == "tokens" and target.long is not None:
