@@ -140,7 +140,9 @@ class CompletionService:
     async def stream(
         self, request: ChatCompletionRequest, runtime: Runtime, arrived: float
     ) -> AsyncIterator[ChatCompletionChunk]:
-        """Chunks in OpenAI's order: role, content deltas, finish, then usage if asked."""
+        """Chunks in OpenAI's order: the role (with the first text), content deltas, the
+        finish (with the last text), then usage if asked. A client pays for every event it
+        parses, so role and finish ride on content chunks instead of chunks of their own."""
         deltas = runtime.stream(to_messages(request), to_params(request), arrived)
         first = await anext(deltas)  # errors before the first token still get a status code
         return self._chunks(request, runtime, first, deltas)
@@ -163,16 +165,17 @@ class CompletionService:
                 choices=[ChunkChoice(delta=delta, finish_reason=finish)],
             )
 
-        yield chunk(Delta(role="assistant", content=""))
-        parts: list[str] = []
+        role: str | None = "assistant"
+        sent = 0
         item = first
         while isinstance(item, str):
-            parts.append(item)
-            yield chunk(Delta(content=item))
+            yield chunk(Delta(content=item, role=role))
+            role, sent = None, sent + len(item)
             item = await anext(deltas)
         result = item
-        receipt = self._receipt(request, runtime, result, "".join(parts), stream=True)
-        yield chunk(Delta(), result.finish_reason)
+        receipt = self._receipt(request, runtime, result, result.text, stream=True)
+        rest = result.text[sent:]
+        yield chunk(Delta(content=rest or ("" if role else None), role=role), result.finish_reason)
         info = _info(runtime, result, receipt)
         if include_usage:
             yield ChatCompletionChunk(

@@ -50,6 +50,50 @@ CREATE TABLE IF NOT EXISTS models (
 """
 
 
+CHECKPOINT_EVERY_WRITES = 200
+"""Commits between two WAL checkpoints (SQLite's own default is every ~1000 WAL pages; a
+receipt commit writes a few)."""
+
+
+class _Checkpointer:
+    """Copies the WAL back into the database file on its own thread and connection.
+
+    SQLite would otherwise run that copy, and its fsync, inside whichever commit crosses the
+    threshold: a receipt insert that usually takes ~15 µs then takes milliseconds, on the
+    request path. Commits stay synchronous (a receipt is in the WAL before its response is
+    sent); only the copy moves here.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._wake = threading.Event()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._closing:
+                    return
+                # PASSIVE: never waits for, nor blocks, the writers and readers.
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        self._thread.join()
+
+
 class Database:
     """A connection shared by the event loop and inference threads, one statement at a time."""
 
@@ -59,17 +103,30 @@ class Database:
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.Lock()
+        self._writes = 0
+        self._checkpointer: _Checkpointer | None = None
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA busy_timeout=5000")
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")  # see _Checkpointer
             self._conn.executescript(SCHEMA)
         path.chmod(0o600)
+
+    def _wrote(self) -> None:
+        """Count a commit (under the lock); every so often, hand a checkpoint to the thread."""
+        self._writes += 1
+        if self._writes % CHECKPOINT_EVERY_WRITES == 0:
+            if self._checkpointer is None:  # started on first need: most CLI runs never do
+                self._checkpointer = _Checkpointer(self.path)
+            self._checkpointer.request()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one write; return the number of rows changed."""
         with self._lock:
-            return self._conn.execute(sql, params).rowcount
+            changed: int = self._conn.execute(sql, params).rowcount
+            self._wrote()
+            return changed
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -90,6 +147,7 @@ class Database:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+            self._wrote()
 
     def get_meta(self, key: str) -> str | None:
         row = self.one("SELECT value FROM meta WHERE key = ?", (key,))
@@ -106,5 +164,7 @@ class Database:
         self.execute("DELETE FROM meta WHERE key = ?", (key,))
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with self._lock:
-            self._conn.close()
+            self._conn.close()  # the last connection to close checkpoints what is left

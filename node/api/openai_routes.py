@@ -46,7 +46,7 @@ class ReceiptList(msgspec.Struct, frozen=True):
 
 @get(
     "/v1/models",
-    guards=[require_local_key],
+    before_request=require_local_key,
     opt={"scope": "models"},
     sync_to_thread=False,
     responses=documented(401, 403),
@@ -71,7 +71,7 @@ async def _cancel_on_disconnect(request: Request[Any, Any, Any], task: asyncio.T
 
 @post(
     "/v1/chat/completions",
-    guards=[require_local_key],
+    before_request=require_local_key,
     opt={"scope": "chat"},
     status_code=200,
     responses=documented(400, 401, 403, 404, 413, 429, 503),
@@ -111,7 +111,7 @@ async def _sse_events(chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterat
 
 @get(
     "/v1/model-profiles",
-    guards=[require_local_key],
+    before_request=require_local_key,
     opt={"scope": "profiles"},
     sync_to_thread=False,
     responses=documented(401, 403),
@@ -123,7 +123,7 @@ def model_profiles(request: Request[Any, Any, Any]) -> ProfileList:
 
 @get(
     "/v1/receipts",
-    guards=[require_local_key],
+    before_request=require_local_key,
     opt={"scope": "receipts"},
     sync_to_thread=False,
     responses=documented(400, 401, 403),
@@ -140,7 +140,7 @@ def list_receipts(request: Request[Any, Any, Any], limit: FromQuery[int] = 50) -
 
 @post(
     "/v1/receipts/submit",
-    guards=[require_local_key],
+    before_request=require_local_key,
     opt={"scope": "receipts"},
     status_code=202,
     sync_to_thread=False,

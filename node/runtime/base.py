@@ -62,5 +62,6 @@ class Runtime(Protocol):
     def stream(
         self, messages: list[Message], params: SamplingParams, arrived: float
     ) -> AsyncIterator[str | Completion]:
-        """Text deltas as they are produced, then exactly one Completion."""
+        """Text deltas as they are produced, then exactly one Completion, whose text is all
+        of it: the deltas are a prefix, and what they did not carry goes with the finish."""
         ...

@@ -1,6 +1,7 @@
 """In-process llama-cpp-python for GGUF files, one request at a time per model."""
 
 import asyncio
+import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,9 +19,6 @@ from node.runtime.queue import QueuedRuntime, QueueGauge
 from node.runtime.text import TextAssembler
 from node.tiny_model import CHATML_TEMPLATE
 
-OnText = Callable[[str], None]
-
-
 STREAM_FLUSH_INTERVAL_S = 0.005
 """After the first token (sent at once, for TTFT), at most one stream event per interval:
 a client parses events, not tokens, so batching keeps streams as fast as plain calls."""
@@ -31,7 +29,10 @@ class _Job(NamedTuple):
     params: SamplingParams
     arrived: float
     cancel: threading.Event
-    on_text: OnText | None
+    parts: list[str]
+    """The text so far, appended to by the model's thread only: a stream reads it as it grows."""
+    on_text: Callable[[], None] | None
+    """Called by the model's thread after each append (streams only)."""
 
 
 class Cancelled(Exception):
@@ -108,7 +109,7 @@ class LlamaRuntime(QueuedRuntime):
         cancel = threading.Event()
         loop = asyncio.get_running_loop()
         with self._gauge.slot(self._unavailable):
-            job = _Job(messages, params, arrived, cancel, None)
+            job = _Job(messages, params, arrived, cancel, [], None)
             future = loop.run_in_executor(self._executor, self._generate, job)
             try:
                 return await future
@@ -121,41 +122,37 @@ class LlamaRuntime(QueuedRuntime):
         cancel = threading.Event()
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
-        buffer: list[str] = []
-        lock = threading.Lock()
+        parts: list[str] = []
+        armed = True  # whether the next append wakes the loop; the GIL orders these accesses
 
-        def on_text(text: str) -> None:
-            with lock:
-                wake = not buffer
-                buffer.append(text)
-            if wake:  # one loop wake-up per batch of tokens, not per token
+        def on_text() -> None:
+            nonlocal armed
+            if armed:  # one loop wake-up per batch of tokens, not per token
+                armed = False
                 loop.call_soon_threadsafe(ready.set)
 
         with self._gauge.slot(self._unavailable):
-            job = _Job(messages, params, arrived, cancel, on_text)
+            job = _Job(messages, params, arrived, cancel, parts, on_text)
             future = loop.run_in_executor(self._executor, self._generate, job)
             future.add_done_callback(lambda _: ready.set())
-            last_sent = 0.0
+            last_sent, sent = 0.0, 0
             try:
                 while True:
                     await ready.wait()
                     pause = last_sent + STREAM_FLUSH_INTERVAL_S - loop.time()
                     if last_sent and pause > 0 and not future.done():
-                        await asyncio.sleep(pause)  # let tokens gather into one event
+                        # Let tokens gather into one event, but the end of the generation
+                        # cuts the wait short: its last tokens must not sit out the pause.
+                        await asyncio.wait((future,), timeout=pause)
                     ready.clear()
-                    with lock:
-                        chunk = "".join(buffer)
-                        buffer.clear()
-                    if chunk:
-                        yield chunk
-                        last_sent = loop.time()
-                    if future.done():
-                        with lock:
-                            tail = "".join(buffer)
-                        if tail:
-                            yield tail
+                    if future.done():  # what was not sent yet goes out with the finish
                         yield future.result()
                         return
+                    armed = True  # before reading: whatever is appended after the read wakes us
+                    end = len(parts)
+                    if end > sent:
+                        yield "".join(parts[sent:end])
+                        sent, last_sent = end, loop.time()
             finally:
                 cancel.set()
                 future.add_done_callback(_retrieve)
@@ -185,7 +182,7 @@ class LlamaRuntime(QueuedRuntime):
     def _run(
         self, llm: llama_cpp.Llama, formatter: Jinja2ChatFormatter, job: _Job, started: float
     ) -> Completion:
-        params, arrived, on_text = job.params, job.arrived, job.on_text
+        params, arrived, parts, on_text = job.params, job.arrived, job.parts, job.on_text
         messages: Any = [{"role": m.role, "content": m.content} for m in job.messages]
         prompt = formatter(messages=messages)
         tokens = llm.tokenize(
@@ -204,8 +201,6 @@ class LlamaRuntime(QueuedRuntime):
         sampler = _sampler(llm, params)
         vocab = llm._model.vocab
         assembler = TextAssembler(params.stop)
-        parts: list[str] = []
-        emit = parts.append if on_text is None else _tee(parts, on_text)
         self._eval_prompt(llm, tokens)
         ttft = 0.0
         produced = 0
@@ -223,7 +218,9 @@ class LlamaRuntime(QueuedRuntime):
                 produced += 1
                 text = assembler.feed(self._piece(llm, token))
                 if text:
-                    emit(text)
+                    parts.append(text)
+                    if on_text is not None:
+                        on_text()
                 if assembler.stopped:
                     finish = "stop"
                     break
@@ -233,7 +230,7 @@ class LlamaRuntime(QueuedRuntime):
             sampler.close()
         rest = assembler.finish()
         if rest:
-            emit(rest)
+            parts.append(rest)
         return Completion(
             text="".join(parts),
             finish_reason=finish,
@@ -274,14 +271,6 @@ def _retrieve(future: "asyncio.Future[Completion]") -> None:
         future.exception()
 
 
-def _tee(parts: list[str], on_text: OnText) -> OnText:
-    def emit(text: str) -> None:
-        parts.append(text)
-        on_text(text)
-
-    return emit
-
-
 def _sampler(llm: llama_cpp.Llama, params: SamplingParams) -> Any:
     sampler = _internals.LlamaSampler()  # type: ignore[no-untyped-call]
     if params.logit_bias:
@@ -296,6 +285,8 @@ def _sampler(llm: llama_cpp.Llama, params: SamplingParams) -> Any:
     if params.top_p < 1.0:
         sampler.add_top_p(params.top_p, 1)
     sampler.add_temp(params.temperature)
-    seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
+    # Unseeded, llama.cpp would draw a seed from std::random_device: a syscall that costs
+    # more than building the rest of the chain. Sampling needs no cryptographic seed.
+    seed = random.getrandbits(32) if params.seed is None else params.seed & 0xFFFFFFFF
     sampler.add_dist(seed)
     return sampler

@@ -135,7 +135,8 @@ class ProxyRuntime(QueuedRuntime):
         with self._gauge.slot(lambda: None):
             async with self._slots:
                 started = time.perf_counter()
-                ttft, finish, usage, parts = 0.0, "stop", _Usage(), 0
+                ttft, finish, usage = 0.0, "stop", _Usage()
+                parts: list[str] = []
                 try:
                     async with self._client.stream(
                         "POST",
@@ -155,7 +156,7 @@ class ProxyRuntime(QueuedRuntime):
                                 finish = choice.finish_reason or finish
                                 text = choice.delta.content if choice.delta else None
                                 if text:
-                                    parts += 1
+                                    parts.append(text)
                                     if not ttft:
                                         ttft = (time.perf_counter() - arrived) * 1000
                                     yield text
@@ -163,10 +164,10 @@ class ProxyRuntime(QueuedRuntime):
                     raise self._fail(exc) from None
                 self.failure = None
         yield Completion(
-            text="",
+            text="".join(parts),
             finish_reason=finish,
             prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens or parts,
+            completion_tokens=usage.completion_tokens or len(parts),
             queue_ms=(started - arrived) * 1000,
             ttft_ms=ttft,
             latency_ms=(time.perf_counter() - arrived) * 1000,

@@ -2,13 +2,22 @@
 
 The peer is llama-cpp-python's own OpenAI server (`python -m llama_cpp.server`), measured
 when its extra dependencies are installed. HTTP targets are called with the official `openai`
-client, as users would. Run: `.venv/bin/python -m ops.bench.bench_local_inference`.
+client, as users would, and every target samples alike (see SAMPLING). The floor row is that
+client against an endpoint that does no work (ops/bench/noop_openai_server.py): what one call
+costs before any server does anything.
+
+The targets take turns in slices of 0.2 s until each has run its share, so that load from
+other processes, which shifts over seconds, falls on all of them alike; non-streamed and
+streamed calls take turns the same way. Figures are medians over rounds. Run:
+`.venv/bin/python -m ops.bench.bench_local_inference [--rounds 3] [--seconds 2]`.
 """
 
 import argparse
 import asyncio
+import gc
 import importlib.util
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -16,7 +25,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +40,38 @@ EOS_ID, IM_END_ID = 2, 260
 """The tiny model's end tokens (see node/tiny_model.py); biased away so runs hit max_tokens."""
 NO_END = {str(EOS_ID): -100, str(IM_END_ID): -100}
 MESSAGES: Any = [{"role": "user", "content": "hello there, node"}]
+SAMPLING: Any = {"temperature": 1.0, "top_p": 1.0}
+"""OpenAI's defaults, sent explicitly: every target samples alike, whatever its own defaults."""
+LLAMA_CPP_ONLY: Any = {"top_k": 0, "min_p": 0.0}
+"""Samplers llama-cpp-python adds by default (top_k 40, min_p 0.05) and the node has no
+equivalent of: switched off in-process and on the peer, so that all do the same work."""
+IN_PROCESS, OURS, PEER, FLOOR = (
+    "in-process llama_cpp",
+    "b3iq-host HTTP",
+    "llama_cpp.server",
+    "floor: no-op HTTP",
+)
+
+Call = Callable[[], int]
+"""One call; returns what it produced: 1 (a call) or its completion tokens."""
+
+
+@dataclass
+class Target:
+    short: Call
+    """One 16-token call."""
+    long: Call | None = None
+    streamed: Call | None = None
+    calls: list[float] = field(default_factory=list)
+    tokens: list[float] = field(default_factory=list)
+    stream_tokens: list[float] = field(default_factory=list)
+    stream_ratio: list[float] = field(default_factory=list)
+    ttfts: list[float] = field(default_factory=list)
+    """Seconds to the first content of each streamed call."""
+    usage_chunk: str = "-"
+    broken: str = "-"
+    node_ms: list[float] = field(default_factory=list)
+    """Our node's own b3iq.latency_ms of each 16-token call: handler to last token."""
 
 
 def _free_port() -> int:
@@ -64,114 +106,140 @@ def _serving(command: list[str], health_url: str) -> Iterator[None]:
         process.wait(10)
 
 
-class Row(dict[str, Any]):
-    pass
+def _interleaved(calls: list[Call], seconds: float, slice_s: float = 0.2) -> list[float]:
+    """What each call produces per second, the calls taking turns in slices of slice_s, in a
+    fresh random order each turn (no call always follows the same one), until each has run
+    for `seconds`."""
+    for call in calls:
+        call()  # warm-up
+    produced, spent = [0] * len(calls), [0.0] * len(calls)
+    order, shuffle = list(range(len(calls))), random.Random(0).shuffle  # noqa: S311 (no secret)
+    # As timeit does: no collection inside a measurement, where it would land on whichever
+    # call happens to run (in-process llama_cpp leaves plenty of garbage).
+    gc.collect()
+    gc.disable()
+    try:
+        while min(spent) < seconds:
+            shuffle(order)
+            for i in order:
+                started = time.perf_counter()
+                while (elapsed := time.perf_counter() - started) < slice_s:
+                    produced[i] += calls[i]()
+                spent[i] += elapsed
+    finally:
+        gc.enable()
+    return [n / t for n, t in zip(produced, spent, strict=True)]
 
 
-def _timed_calls(call: Callable[[], object], seconds: float) -> float:
-    call()  # warm-up
-    n, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        call()
-        n += 1
-    return n / (time.perf_counter() - started)
+def _round(targets: dict[str, Target], seconds: float) -> None:
+    shorts = list(targets.values())
+    for target, rate in zip(shorts, _interleaved([t.short for t in shorts], seconds), strict=True):
+        target.calls.append(rate)
+    both = [(t, long, streamed) for t in shorts if (long := t.long) and (streamed := t.streamed)]
+    rates = _interleaved([call for _, *pair in both for call in pair], seconds)
+    for i, (target, _, _) in enumerate(both):
+        plain, streamed_rate = rates[2 * i], rates[2 * i + 1]
+        target.tokens.append(plain)
+        target.stream_tokens.append(streamed_rate)
+        target.stream_ratio.append(streamed_rate / plain)
 
 
-def bench_in_process(model: Path, seconds: float, long_tokens: int) -> Row:
-    llm = llama_cpp.Llama(str(model), n_ctx=0, verbose=False)
+def in_process(llm: llama_cpp.Llama, long_tokens: int) -> Target:
     bias = {int(k): float(v) for k, v in NO_END.items()}
 
-    def short() -> object:
-        return llm.create_chat_completion(MESSAGES, max_tokens=16, logit_bias=bias)
-
-    def long() -> object:
-        return llm.create_chat_completion(MESSAGES, max_tokens=long_tokens, logit_bias=bias)
-
-    def streamed() -> tuple[int, float]:
-        started, first, n = time.perf_counter(), 0.0, 0
-        chunks: Any = llm.create_chat_completion(
-            MESSAGES, max_tokens=long_tokens, logit_bias=bias, stream=True
+    def call(max_tokens: int, stream: bool = False) -> Any:
+        return llm.create_chat_completion(
+            MESSAGES,
+            max_tokens=max_tokens,
+            logit_bias=bias,
+            stream=stream,
+            **SAMPLING,
+            **LLAMA_CPP_ONLY,
         )
-        for chunk in chunks:
+
+    def short() -> int:
+        call(16)
+        return 1
+
+    def long() -> int:
+        call(long_tokens)
+        return long_tokens
+
+    ttfts: list[float] = []
+
+    def streamed() -> int:
+        started, first, n = time.perf_counter(), 0.0, 0
+        for chunk in call(long_tokens, stream=True):
             if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                 first = first or time.perf_counter() - started
                 n += 1
-        return n, first
-
-    ttfts, tokens, started = [], 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        n, first = streamed()
-        tokens += n
         ttfts.append(first)
-    stream_rate = tokens / (time.perf_counter() - started)
-    calls, long_rate = _timed_calls(short, seconds), _timed_calls(long, seconds) * long_tokens
-    llm.close()
-    return Row(
-        calls=calls,
-        tokens=long_rate,
-        stream_tokens=stream_rate,
-        ttft_ms=statistics.median(ttfts) * 1000,
-        broken="-",
-        usage_chunk="-",
-    )
+        return n  # content chunks: llama-cpp-python sends one per token
+
+    return Target(short, long, streamed, ttfts=ttfts)
 
 
-def bench_http(base_url: str, key: str, model: str, seconds: float, long_tokens: int) -> Row:
+def over_http(base_url: str, key: str, model: str, long_tokens: int, extra: Any = None) -> Target:
     client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
+    args: Any = {"model": model, "messages": MESSAGES, "logit_bias": NO_END, "extra_body": extra}
+    args |= SAMPLING
+    node_ms: list[float] = []
 
-    def short() -> object:
-        return client.chat.completions.create(
-            model=model, messages=MESSAGES, max_tokens=16, logit_bias=NO_END
-        )
+    def short() -> int:
+        completion = client.chat.completions.create(max_tokens=16, **args)
+        info = (completion.model_extra or {}).get("b3iq")
+        if info:
+            node_ms.append(info["latency_ms"])
+        return 1
 
-    def long() -> object:
-        return client.chat.completions.create(
-            model=model, messages=MESSAGES, max_tokens=long_tokens, logit_bias=NO_END
-        )
+    def long() -> int:
+        client.chat.completions.create(max_tokens=long_tokens, **args)
+        return long_tokens
 
-    def streamed() -> tuple[int, float, bool]:
+    ttfts: list[float] = []
+
+    def streamed() -> int:
         started, first, chunks, usage = time.perf_counter(), 0.0, 0, None
         for chunk in client.chat.completions.create(
-            model=model,
-            messages=MESSAGES,
             max_tokens=long_tokens,
-            logit_bias=NO_END,
             stream=True,
             stream_options={"include_usage": True},
+            **args,
         ):
             if chunk.usage is not None:
                 usage = chunk.usage.completion_tokens
             if chunk.choices and chunk.choices[0].delta.content:
                 first = first or time.perf_counter() - started
                 chunks += 1
-        return (usage if usage is not None else chunks), first, usage is not None
-
-    ttfts, tokens, usage_seen, started = [], 0, True, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        n, first, had_usage = streamed()
-        tokens += n
         ttfts.append(first)
-        usage_seen &= had_usage
-    stream_rate = tokens / (time.perf_counter() - started)
-    return Row(
-        calls=_timed_calls(short, seconds),
-        tokens=_timed_calls(long, seconds) * long_tokens,
-        stream_tokens=stream_rate,
-        ttft_ms=statistics.median(ttfts) * 1000,
-        broken=asyncio.run(_broken_streams(base_url, key, model, 8, long_tokens)),
-        usage_chunk="yes" if usage_seen else "no",
-    )
+        if usage is None:
+            target.usage_chunk = "no"
+        return usage if usage is not None else chunks
+
+    target = Target(short, long, streamed, ttfts=ttfts, usage_chunk="yes", node_ms=node_ms)
+    target.broken = str(asyncio.run(_broken_streams(base_url, key, args, 8, long_tokens)))
+    return target
 
 
-async def _broken_streams(base_url: str, key: str, model: str, concurrency: int, n: int) -> int:
+def floor(base_url: str) -> Target:
+    client = openai.OpenAI(base_url=base_url, api_key="none", max_retries=0)
+
+    def short() -> int:
+        client.chat.completions.create(
+            model="tiny", messages=MESSAGES, max_tokens=16, logit_bias=NO_END, **SAMPLING
+        )
+        return 1
+
+    return Target(short)
+
+
+async def _broken_streams(base_url: str, key: str, args: Any, concurrency: int, n: int) -> int:
     """Streams at this concurrency that fail or end without their finish chunk."""
     client = openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=120)
 
     async def one() -> bool:
         try:
-            stream = await client.chat.completions.create(
-                model=model, messages=MESSAGES, max_tokens=n, logit_bias=NO_END, stream=True
-            )
+            stream = await client.chat.completions.create(max_tokens=n, stream=True, **args)
             finished = [c async for c in stream if c.choices and c.choices[0].finish_reason]
             return len(finished) != 1
         except (openai.APIError, httpx.HTTPError):
@@ -184,45 +252,68 @@ async def _broken_streams(base_url: str, key: str, model: str, concurrency: int,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per call kind and round")
     parser.add_argument("--long-tokens", type=int, default=128)
     args = parser.parse_args()
-    rows: dict[str, Row] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    targets: dict[str, Target] = {}
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as servers:
         home, model = Path(tmp) / "home", Path(tmp) / "tiny.gguf"
         _host_cli(home, "models", "make-tiny", str(model))
         _host_cli(home, "init")
         _host_cli(home, "keys", "create", "--name", "bench", "--out", str(home / "key"))
         key = (home / "key").read_text().strip()
 
-        rows["in-process llama_cpp"] = bench_in_process(model, args.seconds, args.long_tokens)
+        llm = llama_cpp.Llama(str(model), n_ctx=0, verbose=False)
+        servers.callback(llm.close)
+        targets[IN_PROCESS] = in_process(llm, args.long_tokens)
+
         port = _free_port()
         ours = [sys.executable, "-m", "node.cli", "--home", str(home), "run"]
         ours += ["--port", str(port), "--model", str(model)]
-        with _serving(ours, f"http://127.0.0.1:{port}/health"):
-            rows["b3iq-host HTTP"] = bench_http(
-                f"http://127.0.0.1:{port}/v1", key, "tiny", args.seconds, args.long_tokens
-            )
+        servers.enter_context(_serving(ours, f"http://127.0.0.1:{port}/health"))
+        targets[OURS] = over_http(f"http://127.0.0.1:{port}/v1", key, "tiny", args.long_tokens)
+
         if importlib.util.find_spec("sse_starlette") and importlib.util.find_spec("fastapi"):
             port = _free_port()
             peer = [sys.executable, "-m", "llama_cpp.server", "--model", str(model)]
             peer += ["--port", str(port), "--model_alias", "tiny"]
-            with _serving(peer, f"http://127.0.0.1:{port}/v1/models"):
-                rows["llama_cpp.server"] = bench_http(
-                    f"http://127.0.0.1:{port}/v1", "none", "tiny", args.seconds, args.long_tokens
-                )
+            servers.enter_context(_serving(peer, f"http://127.0.0.1:{port}/v1/models"))
+            targets[PEER] = over_http(
+                f"http://127.0.0.1:{port}/v1", "none", "tiny", args.long_tokens, LLAMA_CPP_ONLY
+            )
         else:
             print("peer skipped: llama_cpp.server needs llama-cpp-python[server] (fastapi, ...)")
-    _print(rows, args.long_tokens)
+
+        port = _free_port()
+        noop = [sys.executable, "-m", "ops.bench.noop_openai_server", "--port", str(port)]
+        servers.enter_context(_serving(noop, f"http://127.0.0.1:{port}/"))
+        targets[FLOOR] = floor(f"http://127.0.0.1:{port}/v1")
+
+        for _ in range(args.rounds):
+            _round(targets, args.seconds)
+    _print(targets, args)
     return 0
 
 
-def _print(rows: dict[str, Row], long_tokens: int) -> None:
-    table = Table(title=f"tiny model, {os.cpu_count()} CPUs, openai client for HTTP targets")
+def _median(values: list[float], fmt: str) -> str:
+    return format(statistics.median(values), fmt) if values else "-"
+
+
+def _ratio(a: list[float], b: list[float]) -> float:
+    """The median over rounds of a/b within each round."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
+def _print(targets: dict[str, Target], args: argparse.Namespace) -> None:
+    table = Table(
+        title=f"tiny model, {os.cpu_count()} CPUs, openai client for HTTP targets, "
+        f"median of {args.rounds} rounds, {args.seconds:g} s per call kind"
+    )
     for column in (
         "target",
         "16-tok calls/s",
-        f"{long_tokens}-tok tokens/s",
+        f"{args.long_tokens}-tok tokens/s",
         "stream tokens/s",
         "stream/non-stream",
         "TTFT p50 ms",
@@ -230,25 +321,43 @@ def _print(rows: dict[str, Row], long_tokens: int) -> None:
         "usage chunk",
     ):
         table.add_column(column, justify="right")
-    for name, r in rows.items():
+    for name, t in targets.items():
         table.add_row(
             name,
-            f"{r['calls']:.0f}",
-            f"{r['tokens']:.0f}",
-            f"{r['stream_tokens']:.0f}",
-            f"{r['stream_tokens'] / r['tokens']:.2f}",
-            f"{r['ttft_ms']:.2f}",
-            str(r["broken"]),
-            r["usage_chunk"],
+            _median(t.calls, ".0f"),
+            _median(t.tokens, ".0f"),
+            _median(t.stream_tokens, ".0f"),
+            _median(t.stream_ratio, ".2f"),
+            _median([s * 1000 for s in t.ttfts], ".2f"),
+            t.broken,
+            t.usage_chunk,
         )
-    console = Console(width=140)  # a table in a log or CI output must not be squeezed
+    console = Console(width=150)  # a table in a log or CI output must not be squeezed
     console.print(table)
-    base, ours = rows.get("in-process llama_cpp"), rows.get("b3iq-host HTTP")
-    if base and ours:
+    base, ours, noop = targets[IN_PROCESS], targets[OURS], targets[FLOOR]
+    console.print(
+        f"ours/in-process 16-token calls/s: {_ratio(ours.calls, base.calls):.2f} (target ≥ 0.75)"
+        f"; ours stream/non-stream tokens/s: {statistics.median(ours.stream_ratio):.2f}"
+        " (target ≥ 0.9)"
+    )
+    # A server that generated exactly as fast as in-process llama_cpp, with no overhead of its
+    # own, would still pay the floor on every call: this is its best ratio.
+    bound = [1 / (1 + b / f) for b, f in zip(base.calls, noop.calls, strict=True)]
+    floor_ms, base_ms = 1000 / statistics.median(noop.calls), 1000 / statistics.median(base.calls)
+    console.print(
+        f"floor: openai client + one HTTP exchange, no work: {floor_ms:.2f} ms/call; "
+        f"in-process 16-token call {base_ms:.2f} ms; a server generating as fast as in-process "
+        f"with zero overhead of its own reaches {statistics.median(bound):.2f} of in-process "
+        "calls/s"
+    )
+    if ours.node_ms:
+        ours_ms, node_ms = 1000 / statistics.median(ours.calls), statistics.median(ours.node_ms)
         console.print(
-            f"ours/in-process 16-token calls/s: {ours['calls'] / base['calls']:.2f} (target ≥ 0.75)"
-            f"; ours stream/non-stream tokens/s: {ours['stream_tokens'] / ours['tokens']:.2f}"
-            " (target ≥ 0.9)"
+            f"ours 16-token call: {ours_ms:.2f} ms = floor {floor_ms:.2f} + {node_ms:.2f} in the "
+            "node from handler to last token (median b3iq.latency_ms, the hand-off to the "
+            f"model's thread included) + {ours_ms - floor_ms - node_ms:.2f} the rest (routing, "
+            "key check, receipt, response, the hand-back, the client waiting longer); with no "
+            f"rest at all: {base_ms / (floor_ms + node_ms):.2f} of in-process calls/s"
         )
 
 

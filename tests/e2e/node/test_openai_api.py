@@ -55,6 +55,8 @@ def test_streaming_sends_usage_when_asked(client: openai.OpenAI) -> None:
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
+    first = chunks[0].choices[0].delta
+    assert first.role == "assistant" and first.content  # the role rides on the first text
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     finish = [
         c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason

@@ -6,7 +6,9 @@ import time
 
 import httpx
 import openai
+import pytest
 
+from node.runtime import llama
 from tests.e2e.node.conftest import NO_END, Node
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -71,3 +73,26 @@ def test_client_leaving_a_plain_call_stops_its_generation(node: Node) -> None:
         time.sleep(0.01)
     assert runtime.queue_depth == 0
     assert node.services.receipts.count() == receipts
+
+
+def test_a_stream_ends_with_its_generation_not_at_the_next_flush(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tokens after the first gather for up to one flush interval before they are sent; the
+    generation ending must cut that wait short, or every stream ends up to an interval late."""
+    monkeypatch.setattr(llama, "STREAM_FLUSH_INTERVAL_S", 30.0)
+    client = openai.OpenAI(base_url=f"{node.url}/v1", api_key=node.key, max_retries=0)
+    started = time.monotonic()
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=HELLO,  # type: ignore[arg-type]
+            max_tokens=400,  # still generating when the first token is sent
+            logit_bias=NO_END,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert time.monotonic() - started < 10
+    assert [c.usage.completion_tokens for c in chunks if c.usage] == [400]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
