@@ -56,10 +56,10 @@ class Recorder:
         can re-read the stream and decide again.
         """
         attempts = 1 if expected_stream_seq is not None else self.max_attempts
+        raced = 0
         for attempt in range(attempts):
-            tail = self._tails.get(subject) if attempt == 0 else None
-            if tail is None:
-                tail = await self.store.last(subject)
+            remembered = self._tails.get(subject) if attempt == 0 else None
+            tail = remembered or await self.store.last(subject)
             events = decide(None if tail is None else decode_stored(tail))
             if not events:
                 return None
@@ -81,7 +81,10 @@ class Recorder:
                 self._tails.pop(subject, None)
                 if attempt + 1 == attempts:
                     raise
-                await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))  # noqa: S311
+                if remembered is None:  # a writer passed the tail we had just read: back off
+                    raced += 1
+                    await asyncio.sleep(random.uniform(0, 0.002 * 2 ** (raced - 1)))  # noqa: S311
+                # else another process moved the subject on since we wrote it: read, retry now
                 continue
             self._remember(StoredEvent(result.stream, result.last_seq, subject, sealed[-1].data))
             return result
