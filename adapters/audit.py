@@ -53,10 +53,14 @@ Progress = Callable[[str, int, int], None]
 
 
 async def read_log(
-    store: EventStore, topology: Topology, progress: Progress | None = None
+    store: EventStore,
+    topology: Topology,
+    progress: Progress | None = None,
+    *,
+    ledger_only: bool = False,
 ) -> AsyncIterator[StoredEvent]:
-    """Every message of every stream, in stream order."""
-    for spec in topology.streams:
+    """Every message of every stream (or of the ledger alone), in stream order."""
+    for spec in (topology.ledger,) if ledger_only else topology.streams:
         first, last = await store.bounds(spec.name)
         if last == 0:
             continue

@@ -81,7 +81,7 @@ async def _reconcile_once(
             store = await JetStreamEventStore.connect(
                 settings.nats_url, topology, replicas=settings.stream_replicas
             )
-            report = await reconcile(read_log(store, topology), topology, pool)
+            report = await reconcile(read_log(store, topology, ledger_only=True), topology, pool)
             if record:
                 recorder = Recorder(store, load_signer(settings.key_path), topology)
                 await record_summary(recorder, report, datetime.now(UTC))
