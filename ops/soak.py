@@ -39,7 +39,6 @@ from rich.table import Table
 from adapters.postgres import migrate
 from ops.bench.bench_broker import (
     CHAT,
-    HOST,
     HostAgent,
     KeepAlive,
     Processes,
@@ -49,9 +48,8 @@ from ops.bench.bench_broker import (
     memory_kib,
     post,
     round_trip,
-    wait_for_route,
 )
-from ops.bench.bench_gateway import make_eligible
+from ops.bench.bench_gateway import start_paid_stack
 from ops.bench.bench_heartbeats import BenchNode, enroll_all, servers, signed_heartbeat
 from ops.bench.http_load import percentile
 
@@ -233,25 +231,16 @@ def summary_table(
     return table
 
 
-def soak(args: argparse.Namespace, workdir: Path) -> int:  # noqa: PLR0915
+def soak(args: argparse.Namespace, workdir: Path) -> int:
     with servers(workdir) as env:
         asyncio.run(migrate(env.dsn))
         processes = Processes(env, workdir)
         node = HostAgent(workdir)
         try:
-            with console.status("starting the control plane and the node…"):
-                a = processes.start_api("api-a")
-                b = processes.start_api("api-b")
-                processes.spawn(
-                    "projector", [str(Path(sys.executable).parent / "b3iq"), "projector"]
-                )
-                node.prepare(f"http://{HOST}:{a}", paid=True)
-                node.start(processes)
+            secret = start_paid_stack(processes, node)
+            a, b = processes.ports["api-a"], processes.ports["api-b"]
             admin = processes.admin_token
-            with console.status("evidence for every gate, a customer and a key…"):
-                holder = KeepAlive(a)
-                wait_for_route(holder, node.node_id, admin)
-                secret = make_eligible(f"http://{HOST}:{a}", admin, node)
+            holder = KeepAlive(a)
             with console.status(f"enrolling {args.nodes} simulated nodes…"):
                 fleet, _ = asyncio.run(enroll_all(a, args.nodes))
 

@@ -94,6 +94,23 @@ def make_eligible(api: str, admin: str, node: HostAgent) -> str:
     raise RuntimeError(f"the node never became paid-route eligible: {found}")
 
 
+def start_paid_stack(processes: Processes, node: HostAgent) -> str:
+    """API processes A and B, the projector and a node paid-route eligible on real
+    evidence, with a paying customer; returns its gateway key."""
+    with console.status("starting the control plane and the node…"):
+        a = processes.start_api("api-a")  # first: it writes the signing key and admin token
+        processes.start_api("api-b")
+        processes.spawn("projector", [str(Path(sys.executable).parent / "b3iq"), "projector"])
+        node.prepare(f"http://{HOST}:{a}", paid=True)
+        node.start(processes)
+    admin = processes.admin_token
+    with console.status("evidence for every gate, a customer and a key…"):
+        holder = KeepAlive(a)
+        wait_for_route(holder, node.node_id, admin)
+        holder.close()
+        return make_eligible(f"http://{HOST}:{a}", admin, node)
+
+
 def latency_rows(processes: Processes, node: HostAgent, secret: str, calls: int) -> list[Row]:
     paid = {"authorization": f"Bearer {secret}"}
     targets = [
@@ -210,21 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             processes = Processes(env, workdir)
             node = HostAgent(workdir)
             try:
-                with console.status("starting the control plane and the node…"):
-                    a = processes.start_api("api-a")
-                    processes.start_api("api-b")
-                    processes.spawn(
-                        "projector", [str(Path(sys.executable).parent / "b3iq"), "projector"]
-                    )
-                    node.prepare(f"http://{HOST}:{a}", paid=True)
-                    node.start(processes)
-                admin = processes.admin_token
-                api = f"http://{HOST}:{a}"
-                with console.status("evidence for every gate, a customer and a key…"):
-                    holder = KeepAlive(a)
-                    wait_for_route(holder, node.node_id, admin)
-                    holder.close()
-                    secret = make_eligible(api, admin, node)
+                secret = start_paid_stack(processes, node)
+                api = f"http://{HOST}:{processes.ports['api-a']}"
                 with console.status(f"{calls} calls on each path, interleaved…"):
                     rows += latency_rows(processes, node, secret, calls)
                 with console.status(f"{args.concurrency} clients, {seconds:.0f} s per path…"):
