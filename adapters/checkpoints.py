@@ -7,9 +7,9 @@ import logging
 import time
 
 from adapters.recorder import Recorder
-from domain.decoding import Decoded
+from domain.decoding import Decoded, decode_stored
 from domain.events import Event, LedgerCheckpointed
-from domain.merkle import MerkleTree, leaf_hash
+from domain.merkle import Frontier, consistency_from, leaf_hash
 from domain.ports import ConcurrencyConflict, EventReader, EventStore, StoreUnavailable
 from domain.streams import Topology
 
@@ -29,6 +29,10 @@ class Checkpointer:
     signing it checks that the log still produces the last checkpoint's root, and it
     carries the consistency proof from that checkpoint, so it can never sign a head
     inconsistent with an earlier one.
+
+    Memory stays bounded however long the ledger grows: the tree is kept as its peaks
+    (O(log n)), and besides them only the peaks at the last checkpoint and the leaves
+    after it, which are all a consistency proof from that checkpoint needs.
     """
 
     def __init__(
@@ -46,11 +50,22 @@ class Checkpointer:
         self.subject = topology.subject("checkpoint", "ledger")
         self.every_events = every_events
         self.every_s = every_s
-        self.tree = MerkleTree()
+        self.tree = Frontier()
+        """Every ledger message read so far."""
+        self._base = Frontier()
+        """The tree at the last checkpoint we know of."""
+        self._since: list[bytes] = []
+        """The leaves after ``_base``."""
+        self._known: int | None = None
+        """The last checkpoint's size when we started reading (None: not looked yet)."""
         self._reader: EventReader | None = None
         self._decided: LedgerCheckpointed | None = None
 
     async def _catch_up(self) -> None:
+        if self._known is None:  # leaves up to the last checkpoint need not be kept
+            tail = await self.store.last(self.subject)
+            last = None if tail is None else decode_stored(tail).event
+            self._known = last.tree_size if isinstance(last, LedgerCheckpointed) else 0
         _, head = await self.store.bounds(self.stream)
         if self._reader is None:
             self._reader = await self.store.reader(self.stream, self.tree.size + 1)
@@ -61,7 +76,12 @@ class Checkpointer:
             for stored in batch:
                 if stored.seq != self.tree.size + 1:
                     raise InconsistentLog(f"ledger sequence {stored.seq} after {self.tree.size}")
-                self.tree.append(leaf_hash(stored.data))
+                leaf = leaf_hash(stored.data)
+                self.tree.append(leaf)
+                if self.tree.size > self._known:
+                    self._since.append(leaf)
+                elif self.tree.size == self._known:
+                    self._base = self.tree.copy()
 
     async def checkpoint(self) -> LedgerCheckpointed | None:
         """Append a checkpoint over everything so far; None when nothing is new."""
@@ -87,23 +107,31 @@ class Checkpointer:
         self._decided = self._head(previous, size)
         return [self._decided]
 
+    def _rebase(self, size: int) -> None:
+        """Move ``_base`` on to a later checkpoint's size."""
+        step = size - self._base.size
+        if not 0 <= step <= len(self._since):
+            raise InconsistentLog(f"a checkpoint at {size} is outside what we have read")
+        for leaf in self._since[:step]:
+            self._base.append(leaf)
+        del self._since[:step]
+
     def _check_still_holds(self, previous: LedgerCheckpointed) -> None:
-        if (
-            previous.tree_size > self.tree.size
-            or self.tree.root(previous.tree_size).hex() != previous.root
-        ):
+        self._rebase(previous.tree_size)
+        if self._base.root().hex() != previous.root:
             raise InconsistentLog(
                 f"the ledger's first {previous.tree_size} messages no longer have the root "
                 f"{previous.root} we signed"
             )
 
     def _head(self, previous: LedgerCheckpointed | None, size: int) -> LedgerCheckpointed:
+        assert size == self.tree.size  # decided right after catching up, nothing between
         if previous is None:
-            return LedgerCheckpointed(tree_size=size, root=self.tree.root(size).hex())
-        proof = self.tree.consistency_proof(previous.tree_size, size)
+            return LedgerCheckpointed(tree_size=size, root=self.tree.root().hex())
+        proof = consistency_from(self._base, self._since)
         return LedgerCheckpointed(
             tree_size=size,
-            root=self.tree.root(size).hex(),
+            root=self.tree.root().hex(),
             previous_size=previous.tree_size,
             consistency=[p.hex() for p in proof],
         )

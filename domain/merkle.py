@@ -184,3 +184,46 @@ class Frontier:
         for peak in reversed(self._peaks[:-1]):
             head = node_hash(peak, head)
         return head
+
+    @property
+    def peaks(self) -> tuple[bytes, ...]:
+        return tuple(self._peaks)
+
+    def copy(self) -> "Frontier":
+        twin = Frontier()
+        twin.size, twin._peaks = self.size, list(self._peaks)
+        return twin
+
+
+def consistency_from(base: Frontier, since: Sequence[bytes]) -> list[bytes]:
+    """RFC 6962 PROOF(m, D[n]) from the tree's peaks at m (``base``) and the n - m leaves
+    after it: no leaf before m is needed, so a checkpointer's memory is bounded by the
+    leaves since its last checkpoint, not by the whole log.
+
+    Every range the proof names is a peak of m, a run of m's last peaks (the recursion only
+    steps over whole peaks), or leaves after m."""
+    m, n = base.size, base.size + len(since)
+    if not 0 < m < n:
+        return []
+    starts, offset = [], 0
+    for b in reversed(range(m.bit_length())):
+        if m >> b & 1:
+            starts.append(offset)
+            offset += 1 << b
+    peaks = base.peaks
+
+    def old(lo: int) -> bytes:  # MTH of [lo, m): m's peaks from the one starting at lo
+        head, *rest = reversed(peaks[starts.index(lo) :])
+        for peak in rest:
+            head = node_hash(peak, head)
+        return head
+
+    def sub(lo: int, hi: int, whole: bool) -> list[bytes]:
+        if hi == m:
+            return [] if whole else [old(lo)]
+        k = _split(hi - lo)
+        if m - lo <= k:
+            return [*sub(lo, lo + k, whole), root(since[lo + k - m : hi - m])]
+        return [*sub(lo + k, hi, False), peaks[starts.index(lo)]]  # [lo, lo + k): one peak
+
+    return sub(0, n, True)

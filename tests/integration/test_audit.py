@@ -75,11 +75,16 @@ async def test_checkpoints_cover_everything_before_them_and_chain_consistently(
     second = await checkpointer.checkpoint()
     assert second is not None
     assert (second.tree_size, second.previous_size) == (13, 5)  # 12 nodes + 1 checkpoint
+    restarted = Checkpointer(js_store, recorder, topology)  # keeps no leaf before 13
+    await add_nodes(recorder, topology, signer, range(12, 15))
+    third = await restarted.checkpoint()
+    assert third is not None and (third.tree_size, third.previous_size) == (17, 13)
+    assert restarted._base.size == 13 and len(restarted._since) == 4
     verifier, problems = await verify_log(
         read_log(js_store, topology), topology, Keyring([signer.public_key])
     )
     assert problems == []
-    assert verifier.checkpoints == 2
+    assert verifier.checkpoints == 3
 
 
 async def test_a_checkpoint_over_a_different_log_is_named(

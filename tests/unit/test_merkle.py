@@ -8,6 +8,7 @@ from domain.merkle import (
     EMPTY_ROOT,
     Frontier,
     MerkleTree,
+    consistency_from,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
@@ -93,3 +94,15 @@ def test_a_grown_tree_still_proves_its_earlier_sizes() -> None:
             assert tree.inclusion_proof(index, size) == inclusion_proof(index, LEAVES[:size])
         for old in (1, size // 2 or 1, size):
             assert tree.consistency_proof(old, size) == consistency_proof(old, LEAVES[:size])
+
+
+def test_consistency_from_the_old_peaks_equals_the_whole_tree_proof() -> None:
+    leaves = [leaf_hash(bytes([i % 256, i // 256])) for i in range(70)]
+    for m in range(1, 70):
+        base = Frontier()
+        for leaf in leaves[:m]:
+            base.append(leaf)
+        for n in range(m + 1, 71):
+            expected = MerkleTree(leaves[:n]).consistency_proof(m)
+            assert consistency_from(base, leaves[m:n]) == expected, (m, n)
+    assert consistency_from(Frontier(), leaves[:3]) == []
