@@ -182,11 +182,14 @@ class Billing:
     async def account(self, customer_id: str) -> AccountState | None:
         """The customer's account as the log has it now."""
         try:
-            subject = self.lanes.subject(customer_id)
+            tail = await self._tail(customer_id)
         except ValueError:
             return None
-        tail = await self.lanes.recorder.store.last(subject)
-        return None if tail is None else account_of(decode_stored(tail).event)
+        return _account_at(tail)
+
+    async def _tail(self, customer_id: str) -> StoredEvent | None:
+        """The last event on the customer's subject (ValueError: not a valid id)."""
+        return await self.lanes.recorder.store.last(self.lanes.subject(customer_id))
 
     # --- who is asking, and what it costs -----------------------------------------------
 
@@ -307,8 +310,8 @@ class Billing:
         found = await self._projected(reservation_id)
         if found is not None:
             return found
-        tail = await self.lanes.recorder.store.last(self.lanes.subject(customer_id))
-        state = None if tail is None else account_of(decode_stored(tail).event)
+        tail = await self._tail(customer_id)
+        state = _account_at(tail)
         if state is None or len(state.finished) < self.lanes.rules.finished_kept:
             return None  # it has forgotten none: the decision itself will know
         return await self._projected(reservation_id, through=tail)
@@ -316,8 +319,7 @@ class Billing:
     async def _finished_before(self, customer_id: str, reservation_id: str) -> Reservation | None:
         """A reservation its account no longer holds: finished, as the read models have
         it once they have caught up with the account."""
-        tail = await self.lanes.recorder.store.last(self.lanes.subject(customer_id))
-        return await self._projected(reservation_id, through=tail)
+        return await self._projected(reservation_id, through=await self._tail(customer_id))
 
     async def _projected(
         self, reservation_id: str, through: StoredEvent | None = None
@@ -464,6 +466,10 @@ class Billing:
             return _stale(row, released=released)
 
         return list(await asyncio.gather(*(one(r) for r in rows)))
+
+
+def _account_at(tail: StoredEvent | None) -> AccountState | None:
+    return None if tail is None else account_of(decode_stored(tail).event)
 
 
 def _stale(row: q.ReservationRow, *, released: bool) -> StaleRelease:

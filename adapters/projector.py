@@ -141,11 +141,7 @@ class ProjectionRunner:
             self._position_gauge.set(self.position)
             return len(batch)
         async with self.pool.acquire() as conn, conn.transaction():
-            committed = await lock_checkpoint(
-                conn, self.projection.name, self.stream, self.partition
-            )
-            if committed < self.committed:  # the read models were swapped for a rebuild
-                raise _Rewound
+            committed = await self._lock(conn)
             fresh = [e for e in batch if e.seq > committed]  # another runner got there first
             if not fresh:
                 self.committed = self.position = committed
@@ -159,9 +155,7 @@ class ProjectionRunner:
             ]
             if decoded:
                 await self.projection.apply(conn, decoded)
-            await move_checkpoint(
-                conn, self.projection.name, self.stream, self.partition, fresh[-1].seq
-            )
+            await self._move(conn, fresh[-1].seq)
         self._committed_at(fresh[-1].seq)
         APPLIED.labels(self.projection.name).inc(len(decoded))
         return len(fresh)
@@ -176,16 +170,20 @@ class ProjectionRunner:
         if self._reader is None or self.position <= self.committed:
             return
         async with self.pool.acquire() as conn, conn.transaction():
-            committed = await lock_checkpoint(
-                conn, self.projection.name, self.stream, self.partition
-            )
-            if committed < self.committed:
-                raise _Rewound
+            committed = await self._lock(conn)
             if committed < self.position:
-                await move_checkpoint(
-                    conn, self.projection.name, self.stream, self.partition, self.position
-                )
+                await self._move(conn, self.position)
         self._committed_at(max(committed, self.position))
+
+    async def _lock(self, conn: asyncpg.Connection) -> int:
+        """The committed position, row-locked until the transaction ends."""
+        committed = await lock_checkpoint(conn, self.projection.name, self.stream, self.partition)
+        if committed < self.committed:  # the read models were swapped for a rebuild
+            raise _Rewound
+        return committed
+
+    async def _move(self, conn: asyncpg.Connection, seq: int) -> None:
+        await move_checkpoint(conn, self.projection.name, self.stream, self.partition, seq)
 
     async def _check_contiguous(self, committed: int, batch: Sequence[StoredEvent]) -> None:
         expected = committed + 1
