@@ -4,14 +4,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 
 import asyncpg
 from prometheus_client import Counter, Gauge
 
 from adapters.outages import TRANSIENT
 from domain.decoding import Decoded
-from domain.envelope import StoredEvent, decode_body, split_wire
+from domain.envelope import EnvelopeBody, StoredEvent, decode_body, split_wire
 from domain.events import decode_payload, type_names
 from domain.partitions import WHOLE, Partition
 from domain.ports import EventReader, EventStore
@@ -40,6 +41,19 @@ def runner_name(projection: Projection, partition: Partition) -> str:
     if partition.count == 1:
         return projection.name
     return f"{projection.name}[{partition}]"
+
+
+Typed = Mapping[str, Sequence[tuple[StoredEvent, EnvelopeBody]]]
+"""Events read, each with its decoded body, grouped by event type in stream order."""
+
+
+def by_type(events: Iterable[StoredEvent]) -> Typed:
+    """Decode each event's body once, whichever projections then look at it."""
+    typed: defaultdict[str, list[tuple[StoredEvent, EnvelopeBody]]] = defaultdict(list)
+    for event in events:
+        body = decode_body(split_wire(event.data).body)
+        typed[body.type].append((event, body))
+    return typed
 
 
 class SequenceGap(Exception):
@@ -97,14 +111,18 @@ class ProjectionRunner:
     def name(self) -> str:
         return runner_name(self.projection, self.partition)
 
+    async def load(self) -> None:
+        """Claim the layout and start from the partition's committed checkpoint."""
+        name, partition = self.projection.name, self.partition
+        async with self.pool.acquire() as conn, conn.transaction():
+            await claim_layout(conn, name, self.stream, partition.count)
+            self.committed = self.position = await committed_checkpoint(
+                conn, name, self.stream, partition
+            )
+
     async def _open(self) -> EventReader:
         if self._reader is None:
-            name, partition = self.projection.name, self.partition
-            async with self.pool.acquire() as conn, conn.transaction():
-                await claim_layout(conn, name, self.stream, partition.count)
-                self.committed = self.position = await committed_checkpoint(
-                    conn, name, self.stream, partition
-                )
+            await self.load()
             self._reader = await self.store.reader(self.stream, self.position + 1)
         return self._reader
 
@@ -117,9 +135,10 @@ class ProjectionRunner:
         try:
             batch = await reader.next_batch(limit, timeout) if limit > 0 else []
             if not batch:
-                await self._flush()
+                await self.flush()
                 return 0
-            return await self._apply(batch)
+            whole = self.partition.count == 1
+            return await self.apply(batch, by_type(batch if whole else filter(self._holds, batch)))
         except _Rewound:
             await self.reset()  # read on from the checkpoint we now find
             return 0
@@ -127,14 +146,23 @@ class ProjectionRunner:
             await self.reset()  # re-read from what is committed, whatever happened
             raise
 
-    async def _apply(self, batch: Sequence[StoredEvent]) -> int:
-        ours = (
-            batch
-            if self.partition.count == 1
-            else [e for e in batch if self.partition.holds(e.subject)]
-        )
-        bodies = [(e, decode_body(split_wire(e.data).body)) for e in ours]
-        mine = [(e, b) for e, b in bodies if b.type in self._handled]
+    def _holds(self, event: StoredEvent) -> bool:
+        return self.partition.holds(event.subject)
+
+    async def apply(self, batch: Sequence[StoredEvent], typed: Typed) -> int:
+        """Apply what this runner handles of ``batch`` (the events after ``position``, in
+        order; ``typed`` holds their bodies, and may hold other events too); returns how
+        many events it read past. A rewound checkpoint resets the runner's position."""
+        first, last = batch[0].seq, batch[-1].seq
+        whole = self.partition.count == 1
+        mine = [
+            (e, b)
+            for name in self._handled
+            for e, b in typed.get(name, ())
+            if first <= e.seq <= last and (whole or self._holds(e))
+        ]
+        if len(self._handled) > 1:
+            mine.sort(key=lambda pair: pair[0].seq)
         if not mine and time.monotonic() < self._commit_due:
             await self._check_contiguous(self.position, batch)
             self.position = batch[-1].seq
@@ -165,9 +193,9 @@ class ProjectionRunner:
         self._commit_due = time.monotonic() + self.IDLE_COMMIT_S
         self._position_gauge.set(seq)
 
-    async def _flush(self) -> None:
+    async def flush(self) -> None:
         """Commit the checkpoint over events read past but not committed yet."""
-        if self._reader is None or self.position <= self.committed:
+        if self.position <= self.committed:
             return
         async with self.pool.acquire() as conn, conn.transaction():
             committed = await self._lock(conn)

@@ -4,10 +4,12 @@ import asyncio
 import logging
 import signal
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+import asyncpg
 import uvicorn
 from prometheus_client import start_http_server
 
@@ -19,6 +21,7 @@ from adapters.postgres import create_pool, migrate
 from adapters.projector import ProjectionRunner, runner_name, stream_of
 from adapters.settings import Settings
 from adapters.stale_sweeper import StaleSweeper
+from adapters.stream_replay import StreamReplay
 from adapters.work_sharing import Work, WorkSharing
 from domain.partitions import WHOLE, Partition, split
 from domain.streams import Topology
@@ -193,32 +196,17 @@ async def rebuild(
     schema = "rebuild_" + datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
     await migrate(settings.database_url, schema)
     plane = await bootstrap(settings)
-    scratch = await create_pool(settings.database_url, schema=schema, max_size=2)
+    # A connection per projection: StreamReplay applies each batch to all of them at once.
+    scratch = await create_pool(
+        settings.database_url, schema=schema, max_size=len(all_projections()) + 1
+    )
     started, events = time.perf_counter(), 0
     tables = [t for p in all_projections() for t in p.tables]
     try:
         for _attempt in range(3):  # the live side may move on while we compare: try again
             live = await _live_positions(plane)
-            for projection in all_projections():
-                stream = stream_of(plane.topology, projection).name
-                targets = _rebuild_targets(projection, stream, live, partitions)
-                if targets:  # every partition's checkpoint, those still at 0 too
-                    async with scratch.acquire() as conn, conn.transaction():
-                        await claim_layout(conn, projection.name, stream, len(targets))
-                for partition, target in targets.items():
-                    runner = ProjectionRunner(
-                        scratch,
-                        plane.store,
-                        plane.topology,
-                        projection,
-                        batch_size=settings.projection_batch,
-                        partition=partition,
-                    )
-                    while runner.position < target:
-                        events += await runner.step(timeout=1.0, until=target)
-                        if progress:
-                            progress(runner.name, runner.position, target)
-                    await runner.reset()
+            replays = await _replays(plane, scratch, live, partitions, settings.projection_batch)
+            events += sum(await asyncio.gather(*(r.run(progress) for r in replays)))
             async with scratch.acquire() as conn:
                 found = [await compare_table(conn, "public", schema, t) for t in tables]
             if await _live_positions(plane) == live:
@@ -235,6 +223,30 @@ async def rebuild(
     finally:
         await scratch.close()
         await plane.close()
+
+
+async def _replays(
+    plane: ControlPlane,
+    scratch: asyncpg.Pool,
+    live: dict[tuple[str, str, Partition], int],
+    partitions: int | None,
+    batch_size: int,
+) -> list[StreamReplay]:
+    """A replay per stream, of every projection partition into ``scratch`` as far as
+    its live counterpart got (see ``_rebuild_targets``)."""
+    by_stream: defaultdict[str, list[tuple[ProjectionRunner, int]]] = defaultdict(list)
+    for projection in all_projections():
+        stream = stream_of(plane.topology, projection).name
+        targets = _rebuild_targets(projection, stream, live, partitions)
+        if targets:  # every partition's checkpoint, those still at 0 too
+            async with scratch.acquire() as conn, conn.transaction():
+                await claim_layout(conn, projection.name, stream, len(targets))
+        for partition, target in targets.items():
+            runner = ProjectionRunner(
+                scratch, plane.store, plane.topology, projection, partition=partition
+            )
+            by_stream[stream].append((runner, target))
+    return [StreamReplay(plane.store, s, t, batch_size) for s, t in by_stream.items()]
 
 
 _NOT_CARRIED = frozenset({"projection_checkpoints", "alembic_version"})

@@ -43,6 +43,7 @@ from adapters.jetstream import JetStreamEventStore
 from adapters.postgres import create_pool, migrate
 from adapters.projector import ProjectionRunner
 from adapters.reconciliation import reconcile
+from adapters.stream_replay import StreamReplay
 from domain.canonical import b64decode, canonical_bytes
 from domain.decoding import decode_stored
 from domain.envelope import StoredEvent, split_wire
@@ -201,32 +202,26 @@ async def verify(plan: Plan, jobs: int) -> dict[str, Any]:
 
 
 async def replay(plan: Plan) -> dict[str, Any]:
-    """Every projection from sequence 1 into a fresh schema, all at once. Each reads on
-    its own connection: one connection owed several 5,000-message batches of large
-    billing events at once passes NATS's 64 MB max_pending and is cut off as slow."""
+    """Every projection from sequence 1 into a fresh schema, as `b3iq audit replay`
+    rebuilds: one read of each stream feeding all of its projections."""
     topology = Topology(prefix=plan.prefix)
+    store = await JetStreamEventStore.connect(plan.nats_url, topology, name="b3iq-bench")
     projections = all_projections()
-    stores = [
-        await JetStreamEventStore.connect(plan.nats_url, topology, name="b3iq-bench")
-        for _ in projections
-    ]
     await migrate(plan.dsn, plan.schema)
     pool = await create_pool(plan.dsn, schema=plan.schema, max_size=len(projections) + 1)
     try:
-        lasts = {spec.name: (await stores[0].bounds(spec.name))[1] for spec in topology.streams}
-        runners = [
-            ProjectionRunner(pool, store, topology, p)
-            for store, p in zip(stores, projections, strict=True)
-        ]
+        lasts = {spec.name: (await store.bounds(spec.name))[1] for spec in topology.streams}
+        by_stream: dict[str, list[tuple[ProjectionRunner, int]]] = {}
+        for p in projections:
+            runner = ProjectionRunner(pool, store, topology, p)
+            by_stream.setdefault(runner.stream, []).append((runner, lasts[runner.stream]))
+        replays = [StreamReplay(store, s, targets) for s, targets in by_stream.items()]
         with _measured() as took:
-            await asyncio.gather(*(r.catch_up(lasts[r.stream], timeout=3600) for r in runners))
-        for runner in runners:
-            await runner.reset()
+            await asyncio.gather(*(r.run() for r in replays))
     finally:
         await pool.close()
-        for store in stores:
-            await store.close()
-    return {"events": sum(lasts.values()), "projections": len(runners), **took}
+        await store.close()
+    return {"events": sum(lasts.values()), "projections": len(projections), **took}
 
 
 async def reconciliation(plan: Plan, against_read_models: bool) -> dict[str, Any]:

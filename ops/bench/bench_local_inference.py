@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -72,6 +73,11 @@ class Target:
     broken: str = "-"
     node_ms: list[float] = field(default_factory=list)
     """Our node's own b3iq.latency_ms of each 16-token call: handler to last token."""
+    client: Callable[[], Call] | None = None
+    """Makes a 16-token call with a client of its own, for clients calling at once (an
+    HTTP server overlaps one request's parsing and answering with another's generation;
+    in-process llama_cpp has one context and nothing to overlap, so it has none)."""
+    concurrent: list[float] = field(default_factory=list)
 
 
 def _free_port() -> int:
@@ -131,10 +137,14 @@ def _interleaved(calls: list[Call], seconds: float, slice_s: float = 0.2) -> lis
     return [n / t for n, t in zip(produced, spent, strict=True)]
 
 
-def _round(targets: dict[str, Target], seconds: float) -> None:
+def _round(targets: dict[str, Target], seconds: float, clients: int) -> None:
     shorts = list(targets.values())
     for target, rate in zip(shorts, _interleaved([t.short for t in shorts], seconds), strict=True):
         target.calls.append(rate)
+    for target in shorts:  # in-process has one context: its sequential rate is its best
+        make = target.client
+        at_once = _concurrently([make() for _ in range(clients)], seconds) if make else None
+        target.concurrent.append(at_once or target.calls[-1])
     both = [(t, long, streamed) for t in shorts if (long := t.long) and (streamed := t.streamed)]
     rates = _interleaved([call for _, *pair in both for call in pair], seconds)
     for i, (target, _, _) in enumerate(both):
@@ -185,6 +195,15 @@ def over_http(base_url: str, key: str, model: str, long_tokens: int, extra: Any 
     args |= SAMPLING
     node_ms: list[float] = []
 
+    def own_client() -> Call:
+        mine = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
+
+        def short() -> int:
+            mine.chat.completions.create(max_tokens=16, **args)
+            return 1
+
+        return short
+
     def short() -> int:
         completion = client.chat.completions.create(max_tokens=16, **args)
         info = (completion.model_extra or {}).get("b3iq")
@@ -216,21 +235,46 @@ def over_http(base_url: str, key: str, model: str, long_tokens: int, extra: Any 
             target.usage_chunk = "no"
         return usage if usage is not None else chunks
 
-    target = Target(short, long, streamed, ttfts=ttfts, usage_chunk="yes", node_ms=node_ms)
+    target = Target(
+        short, long, streamed, ttfts=ttfts, usage_chunk="yes", node_ms=node_ms, client=own_client
+    )
     target.broken = str(asyncio.run(_broken_streams(base_url, key, args, 8, long_tokens)))
     return target
 
 
 def floor(base_url: str) -> Target:
-    client = openai.OpenAI(base_url=base_url, api_key="none", max_retries=0)
+    def own_client() -> Call:
+        client = openai.OpenAI(base_url=base_url, api_key="none", max_retries=0)
 
-    def short() -> int:
-        client.chat.completions.create(
-            model="tiny", messages=MESSAGES, max_tokens=16, logit_bias=NO_END, **SAMPLING
-        )
-        return 1
+        def short() -> int:
+            client.chat.completions.create(
+                model="tiny", messages=MESSAGES, max_tokens=16, logit_bias=NO_END, **SAMPLING
+            )
+            return 1
 
-    return Target(short)
+        return short
+
+    return Target(own_client(), client=own_client)
+
+
+def _concurrently(calls: list[Call], seconds: float) -> float:
+    """Calls per second with each call made back to back in a thread of its own."""
+    for call in calls:
+        call()  # warm-up: connect
+    counts = [0] * len(calls)
+    deadline = time.perf_counter() + seconds
+
+    def loop(i: int) -> None:
+        while time.perf_counter() < deadline:
+            counts[i] += calls[i]()
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(calls))]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - started)
 
 
 async def _broken_streams(base_url: str, key: str, args: Any, concurrency: int, n: int) -> int:
@@ -255,6 +299,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="per call kind and round")
     parser.add_argument("--long-tokens", type=int, default=128)
+    parser.add_argument("--clients", type=int, default=4, help="for calls at once")
     args = parser.parse_args()
     targets: dict[str, Target] = {}
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as servers:
@@ -291,7 +336,7 @@ def main() -> int:
         targets[FLOOR] = floor(f"http://127.0.0.1:{port}/v1")
 
         for _ in range(args.rounds):
-            _round(targets, args.seconds)
+            _round(targets, args.seconds, args.clients)
     _print(targets, args)
     return 0
 
@@ -313,6 +358,7 @@ def _print(targets: dict[str, Target], args: argparse.Namespace) -> None:
     for column in (
         "target",
         "16-tok calls/s",
+        f"calls/s, {args.clients} clients",
         f"{args.long_tokens}-tok tokens/s",
         "stream tokens/s",
         "stream/non-stream",
@@ -325,6 +371,7 @@ def _print(targets: dict[str, Target], args: argparse.Namespace) -> None:
         table.add_row(
             name,
             _median(t.calls, ".0f"),
+            _median(t.concurrent, ".0f"),
             _median(t.tokens, ".0f"),
             _median(t.stream_tokens, ".0f"),
             _median(t.stream_ratio, ".2f"),
@@ -336,7 +383,9 @@ def _print(targets: dict[str, Target], args: argparse.Namespace) -> None:
     console.print(table)
     base, ours, noop = targets[IN_PROCESS], targets[OURS], targets[FLOOR]
     console.print(
-        f"ours/in-process 16-token calls/s: {_ratio(ours.calls, base.calls):.2f} (target ≥ 0.75)"
+        f"ours/in-process 16-token calls/s: {_ratio(ours.calls, base.calls):.2f} one at a time, "
+        f"{_ratio(ours.concurrent, base.concurrent):.2f} with {args.clients} clients at once "
+        "(target ≥ 0.75)"
         f"; ours stream/non-stream tokens/s: {statistics.median(ours.stream_ratio):.2f}"
         " (target ≥ 0.9)"
     )

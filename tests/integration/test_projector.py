@@ -3,6 +3,7 @@
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -13,9 +14,11 @@ from adapters.projector import ProjectionRunner, SequenceGap, wait_for_projectio
 from adapters.recorder import Recorder
 from adapters.services import rebuild
 from adapters.settings import Settings
+from adapters.stream_replay import StreamReplay
 from domain.decoding import Decoded
 from domain.envelope import StoredEvent
 from domain.events import Event
+from domain.ports import EventReader
 from domain.signing import Signer
 from domain.streams import Topology
 from projections.catalog import all_projections
@@ -105,6 +108,49 @@ async def test_rebuild_reports_a_differing_row(
     [difference] = report.differences
     assert difference.table == "nodes"
     assert any("tampered" in row for row in difference.sample)
+
+
+class CountingStore:
+    """The store, counting the events its readers hand out."""
+
+    def __init__(self, inner: JetStreamEventStore) -> None:
+        self.inner, self.read = inner, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def reader(self, stream: str, from_seq: int) -> EventReader:
+        inner, outer = await self.inner.reader(stream, from_seq), self
+
+        class Counting:
+            async def next_batch(self, max_count: int, timeout: float) -> list[StoredEvent]:
+                batch = await inner.next_batch(max_count, timeout)
+                outer.read += len(batch)
+                return batch
+
+            async def close(self) -> None:
+                await inner.close()
+
+        return Counting()
+
+
+async def test_one_read_feeds_every_projection_each_to_its_own_target(
+    js_store: JetStreamEventStore, topology: Topology, signer: Signer, pool: asyncpg.Pool
+) -> None:
+    await fill(js_store, topology, signer, beats=1200)
+    stream = topology.heartbeats.name
+    _, head = await js_store.bounds(stream)
+    store: Any = CountingStore(js_store)
+    beats = ProjectionRunner(pool, store, topology, HeartbeatsProjection())
+    probes = ProjectionRunner(pool, store, topology, RouteProbesProjection())
+    replay = StreamReplay(store, stream, [(beats, 500), (probes, head)], batch_size=256)
+    assert await replay.run() == head == store.read  # the stream read once, not per runner
+    assert await pool.fetchval("SELECT sum(heartbeat_count) FROM node_heartbeats") == 500
+    checkpoints = dict(await pool.fetch("SELECT projection, last_seq FROM projection_checkpoints"))
+    assert checkpoints == {beats.projection.name: 500, probes.projection.name: head}
+    await beats.catch_up(head)  # on alone from its target: as if it had run all along
+    await beats.reset()
+    assert await pool.fetchval("SELECT sum(heartbeat_count) FROM node_heartbeats") == 1200
 
 
 class CrashingProjection:
@@ -218,7 +264,7 @@ async def test_a_gap_in_sequences_stops_the_projection(
         pool,
         SkippingStore(js_store),
         topology,
-        all_projections()[1],  # type: ignore[arg-type]
+        all_projections()[1],
     )
     with pytest.raises(SequenceGap, match=r"expected .* sequence 3, got 4"):
         await runner.step()
