@@ -264,6 +264,8 @@ class _Reader:
         self._buffer: list[StoredEvent] = []
         self._owed = 0
         """Messages the open pull request may still deliver (0: none open)."""
+        self._draining = False
+        """The open request takes what is there now and ends (rather than waiting for more)."""
         self._request_deadline = 0.0
         """When the server must have finished the open request; later, it was lost."""
         self._lost = False
@@ -308,7 +310,7 @@ class _Reader:
             request["no_wait"] = True
         else:
             request["expires"] = int(expires * 1e9)
-        self._owed = count
+        self._owed, self._draining = count, expires is None
         self._request_deadline = time.monotonic() + (expires or 0.0) + self._store.timeout
         await self._store.nc.publish(self._api, json.dumps(request).encode(), self._inbox)
 
@@ -343,12 +345,21 @@ class _Reader:
                 if not self._owed:
                     await self._pull(max_count, expires=left)  # caught up: wait for more
                 await self._wait(lambda: bool(self._buffer) or not self._owed, deadline)
+            if self._draining and self._owed and len(self._buffer) < max_count:
+                # A batch is on its way (the one asked for ahead): take it whole.
+                await self._wait(lambda: not self._owed or len(self._buffer) >= max_count, deadline)
         except (NotFoundError, *_UNAVAILABLE) as exc:
             await self._drop()
             raise StoreUnavailable(f"read {self._stream}: {type(exc).__name__}") from exc
         batch, self._buffer = self._buffer[:max_count], self._buffer[max_count:]
         if batch:
             self._next = batch[-1].seq + 1
+        if len(batch) == max_count and not self._owed and not self._buffer:
+            # More is likely there: have the server send it while the caller works on this
+            # batch, instead of waiting for a round trip on the next call. A failure shows
+            # on that call (the request is owed and overdue, or the connection is down).
+            with contextlib.suppress(*_UNAVAILABLE):
+                await self._pull(max_count, expires=None)
         return batch
 
     async def _drop(self) -> None:
