@@ -9,7 +9,6 @@ from typing import Any
 
 import nats
 import nats.errors
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -22,6 +21,7 @@ from adapters.jetstream.acks import (
     PublishRejected,
     parse_ack,
 )
+from adapters.jetstream.client import Client
 from adapters.jetstream.pipeline import Pipeline, require_connection
 from adapters.jetstream.topology import ensure_topology
 from adapters.urls import redact, server_list
@@ -62,13 +62,14 @@ class JetStreamEventStore:
         shown = ", ".join(redact(u) for u in servers)
         try:
             # With unlimited reconnects nats-py would retry the first connect forever too.
-            nc = await asyncio.wait_for(
-                nats.connect(
+            nc = Client()
+            await asyncio.wait_for(
+                nc.connect(
                     servers,
                     name=name,
                     connect_timeout=2,
                     max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
+                    reconnect_time_wait=0.5,  # type: ignore[arg-type]  # typed int, used as seconds
                     allow_reconnect=True,
                     error_cb=_quiet,
                     disconnected_cb=_noop,

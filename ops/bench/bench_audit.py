@@ -274,7 +274,13 @@ def child(phase: str) -> int:
         "reconcile": lambda: reconciliation(plan, False),
         "reconcile-read-models": lambda: reconciliation(plan, True),
     }
-    result = asyncio.run(work[phase]())
+    if os.environ.get("BENCH_PROFILE") and phase in os.environ["BENCH_PROFILE"]:
+        import cProfile
+        prof = cProfile.Profile()
+        result = prof.runcall(asyncio.run, work[phase]())
+        prof.dump_stats(f"/tmp/{phase}.prof")
+    else:
+        result = asyncio.run(work[phase]())
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({**result, "rss_mib": own, "child_rss_mib": workers}))
