@@ -108,9 +108,7 @@ class Checks(Protocol):
 class _InProcess:
     def __init__(self, verifier: LogVerifier) -> None:
         self.feed = verifier.feed
-
-    def finish(self) -> list[Problem]:
-        return []
+        self.finish = verifier.finish
 
 
 @contextmanager
@@ -130,12 +128,17 @@ async def verify_log(
     *,
     pinned: StoredEvent | None = None,
     jobs: int = 1,
+    every_signature: bool = False,
 ) -> tuple[LogVerifier, list[Problem]]:
-    """Verify a whole log, the signatures on ``jobs`` processes. ``pinned``: a checkpoint
-    obtained independently (GET /v1/audit/checkpoint); the log must hold it byte for
-    byte, so a log cut short before it, or rewritten, cannot pass."""
+    """Verify a whole log, the signatures on ``jobs`` processes.
+    ``pinned``: a checkpoint obtained independently (GET /v1/audit/checkpoint); the log
+    must hold it byte for byte, so a log cut short before it, or rewritten, cannot pass.
+    ``every_signature``: check each ledger signature too, rather than take a vouching
+    checkpoint's word for those it covers (see ``domain.verification``)."""
     verifier = LogVerifier(
-        keyring, unchained_streams=frozenset(s.name for s in topology.streams if not s.chained)
+        keyring,
+        unchained_streams=frozenset(s.name for s in topology.streams if not s.chained),
+        every_signature=every_signature,
     )
     problems: list[Problem] = []
     found: StoredEvent | None = None

@@ -52,6 +52,7 @@ def _work(
     results: "multiprocessing.Queue[bytes | str]",
     control_keys: list[bytes],
     unchained: frozenset[str],
+    defer: bool,
 ) -> None:
     keyring = Keyring(control_keys)
     candidates: dict[str, Keyring] = {}
@@ -60,7 +61,7 @@ def _work(
             task = _tasks.decode(encoded)
             for node_id, public_key in task.new_keys:
                 candidates.setdefault(node_id, Keyring()).add(public_key)
-            checked = check_chunk(task.events, keyring, candidates, unchained)
+            checked = check_chunk(task.events, keyring, candidates, unchained, defer)
             results.put(_encoder.encode(checked))
         except Exception:  # the waiting process raises it, with where it came from
             results.put(traceback.format_exc())
@@ -73,7 +74,13 @@ class _Worker:
         control_keys = [k.public_key for k in verifier.keyring.public_keys()]
         self.process: BaseProcess = context.Process(
             target=_work,
-            args=(self.tasks, self.results, control_keys, verifier.unchained_streams),
+            args=(
+                self.tasks,
+                self.results,
+                control_keys,
+                verifier.unchained_streams,
+                verifier.defer,
+            ),
             daemon=True,
         )
         self.keys_sent = 0
@@ -145,7 +152,7 @@ class ParallelChecks:
         problems: list[Problem] = []
         while self._in_flight:
             problems.extend(self._accept_oldest())
-        return problems
+        return [*problems, *self.verifier.finish()]
 
     def _submit(self) -> None:
         worker = self._workers[self._turn]

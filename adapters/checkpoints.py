@@ -8,16 +8,24 @@ import time
 
 from adapters.recorder import Recorder
 from domain.decoding import Decoded, decode_stored
+from domain.envelope import StoredEvent
 from domain.events import Event, LedgerCheckpointed
 from domain.merkle import Frontier, consistency_from, leaf_hash
 from domain.ports import ConcurrencyConflict, EventReader, EventStore, StoreUnavailable
+from domain.signing import Keyring
 from domain.streams import Topology
+from domain.verification import Problem, Reason, self_published_key, verify_event
 
 log = logging.getLogger("b3iq.checkpoints")
 
 
 class InconsistentLog(Exception):
     """The ledger no longer matches a checkpoint we signed: refuse to sign anything more."""
+
+
+class UnverifiedMessage(InconsistentLog):
+    """A ledger message whose control-plane signature does not hold (forged, or written
+    by someone without the key): no checkpoint may cover it, so none is signed again."""
 
 
 class Checkpointer:
@@ -28,7 +36,9 @@ class Checkpointer:
     stream's last sequence is still the tree size, so it lands at tree size + 1. Before
     signing it checks that the log still produces the last checkpoint's root, and it
     carries the consistency proof from that checkpoint, so it can never sign a head
-    inconsistent with an earlier one.
+    inconsistent with an earlier one. Nor does it cover a message whose signature it has
+    not checked (``signatures_verified``): a forged message on the ledger stops
+    checkpoints right there, and an auditor checks everything after the last one.
 
     Memory stays bounded however long the ledger grows: the tree is kept as its peaks
     (O(log n)), and besides them only the peaks at the last checkpoint and the leaves
@@ -50,6 +60,8 @@ class Checkpointer:
         self.subject = topology.subject("checkpoint", "ledger")
         self.every_events = every_events
         self.every_s = every_s
+        self.keyring = Keyring([recorder.signer.public_key])
+        """Our key, and those we signed with before it (learned from the ledger)."""
         self.tree = Frontier()
         """Every ledger message read so far."""
         self._base = Frontier()
@@ -61,7 +73,8 @@ class Checkpointer:
         self._reader: EventReader | None = None
         self._decided: LedgerCheckpointed | None = None
 
-    async def _catch_up(self) -> None:
+    async def catch_up(self) -> None:
+        """Read the ledger to its head, checking every message before it becomes a leaf."""
         if self._known is None:  # leaves up to the last checkpoint need not be kept
             tail = await self.store.last(self.subject)
             last = None if tail is None else decode_stored(tail).event
@@ -76,6 +89,7 @@ class Checkpointer:
             for stored in batch:
                 if stored.seq != self.tree.size + 1:
                     raise InconsistentLog(f"ledger sequence {stored.seq} after {self.tree.size}")
+                self._verify(stored)
                 leaf = leaf_hash(stored.data)
                 self.tree.append(leaf)
                 if self.tree.size > self._known:
@@ -83,10 +97,20 @@ class Checkpointer:
                 elif self.tree.size == self._known:
                     self._base = self.tree.copy()
 
+    def _verify(self, stored: StoredEvent) -> None:
+        outcome = verify_event(stored, self.keyring)
+        if isinstance(outcome, Problem) and outcome.reason is Reason.UNKNOWN_KEY:
+            earlier = self_published_key(stored)  # a key we signed with before this one
+            if earlier is not None:
+                self.keyring.add(earlier)
+                outcome = verify_event(stored, self.keyring)
+        if isinstance(outcome, Problem):
+            raise UnverifiedMessage(f"refusing to checkpoint over {outcome}")
+
     async def checkpoint(self) -> LedgerCheckpointed | None:
         """Append a checkpoint over everything so far; None when nothing is new."""
         for _ in range(5):  # other writers may land first; then the tree is one step behind
-            await self._catch_up()
+            await self.catch_up()
             size = self.tree.size
             decide = functools.partial(self._decide, size)
             try:
@@ -126,18 +150,21 @@ class Checkpointer:
 
     def _head(self, previous: LedgerCheckpointed | None, size: int) -> LedgerCheckpointed:
         assert size == self.tree.size  # decided right after catching up, nothing between
+        root = self.tree.root().hex()
         if previous is None:
-            return LedgerCheckpointed(tree_size=size, root=self.tree.root().hex())
+            return LedgerCheckpointed(tree_size=size, root=root, signatures_verified=True)
         proof = consistency_from(self._base, self._since)
         return LedgerCheckpointed(
             tree_size=size,
-            root=self.tree.root().hex(),
+            root=root,
             previous_size=previous.tree_size,
             consistency=[p.hex() for p in proof],
+            signatures_verified=True,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
         last_at, last_size = time.monotonic(), 0
+        refused = ""
         while not stop.is_set():
             try:
                 _, head = await self.store.bounds(self.stream)
@@ -151,6 +178,12 @@ class Checkpointer:
             except StoreUnavailable as exc:
                 log.warning("checkpoints paused: %s", exc)
                 await self._drop_reader()
+            except UnverifiedMessage as exc:
+                # Projections go on; checkpoints stop here until an operator looks.
+                if str(exc) != refused:
+                    refused = str(exc)
+                    log.error("%s", exc)
+                await self._drop_reader()  # read it again from the last good leaf
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
         await self._drop_reader()

@@ -5,6 +5,16 @@ The work is split in two so it can run on several cores: ``check_event`` does wh
 only the event itself (signatures, schema, hashes) and may run anywhere, in any order;
 ``LogVerifier.accept`` then takes the results in log order and does what depends on the
 order (sequences, hash chains, checkpoints, which keys a node holds at that point).
+
+Signatures on the ledger may be taken on a checkpoint's word: a checkpoint that says
+``signatures_verified`` was signed only after its checkpointer checked the control plane's
+signature on every message it covers, and its Merkle root pins those messages' exact
+bytes. So, unless asked for every signature, the verifier holds a ledger message's own
+signature until the next checkpoint: if that checkpoint holds (its signature, root and
+consistency) and vouches, the held signatures are settled with it; if not, and for the
+messages after the last checkpoint, each is checked one by one, and a bad one is named
+exactly as it would have been at once. Keys are still checked against the auditor's own
+keyring on every message, and the nodes' signatures inside events always are.
 """
 
 from collections import Counter
@@ -25,12 +35,19 @@ from domain.events import (
     NodeKeyRotated,
     NodeReceiptsReported,
     SchemaMismatch,
+    SignerKeyPublished,
     UnknownEventType,
     decode_payload,
 )
 from domain.merkle import Frontier, leaf_hash, verify_consistency
 from domain.receipts import Receipt, verify_receipt
 from domain.signing import Keyring, key_id_for
+
+NEVER_DEFERRED = frozenset(
+    {"LedgerCheckpointed", "NodeEnrolled", "NodeKeyRotated", "SignerKeyPublished"}
+)
+"""Checked at once even when signatures may wait: what vouches, and what gives keys
+(a key given by a forged event would change what later events are checked against)."""
 
 
 class Reason(StrEnum):
@@ -67,14 +84,20 @@ class Verified(msgspec.Struct, frozen=True):
     body: EnvelopeBody
     event: Event
     hash: str
+    deferred: bool = False
+    """The envelope's signature was not checked (``verify_event``'s ``defer``)."""
 
 
 def _problem(stored: StoredEvent, reason: Reason, detail: str, event_id: str | None) -> Problem:
     return Problem(reason, detail, stored.stream, stored.seq, stored.subject, event_id)
 
 
-def verify_event(stored: StoredEvent, keyring: Keyring) -> Verified | Problem:
-    """Signature, schema and placement of one stored event (not its chain)."""
+def verify_event(
+    stored: StoredEvent, keyring: Keyring, *, defer: bool = False
+) -> Verified | Problem:
+    """Signature, schema and placement of one stored event (not its chain). ``defer``:
+    leave the signature to a checkpoint, if nothing else is wrong with the event and it
+    is not one of ``NEVER_DEFERRED``."""
     try:
         wire = split_wire(stored.data)
         body = decode_body(wire.body)
@@ -82,18 +105,51 @@ def verify_event(stored: StoredEvent, keyring: Keyring) -> Verified | Problem:
         return _problem(stored, Reason.MALFORMED, str(exc), None)
     if body.signer not in keyring:
         return _problem(stored, Reason.UNKNOWN_KEY, f"signer {body.signer}", body.event_id)
-    if not keyring.verify(body.signer, bytes(wire.body), wire.sig):
-        return _problem(stored, Reason.BAD_SIGNATURE, f"signer {body.signer}", body.event_id)
+    problem: Problem | None = None
     if body.subject != stored.subject:
         detail = f"signed for {body.subject!r}, stored on {stored.subject!r}"
-        return _problem(stored, Reason.SUBJECT_MISMATCH, detail, body.event_id)
+        problem = _problem(stored, Reason.SUBJECT_MISMATCH, detail, body.event_id)
+    else:
+        try:
+            event = decode_payload(body.type, body.schema_version, body.payload)
+        except UnknownEventType as exc:
+            problem = _problem(stored, Reason.UNKNOWN_TYPE, str(exc), body.event_id)
+        except SchemaMismatch as exc:
+            problem = _problem(stored, Reason.SCHEMA_MISMATCH, str(exc), body.event_id)
+    # A bad signature is the problem whatever else is wrong, so it is checked whenever
+    # something is.
+    deferred = defer and problem is None and body.type not in NEVER_DEFERRED
+    if not deferred and not keyring.verify(body.signer, bytes(wire.body), wire.sig):
+        return _problem(stored, Reason.BAD_SIGNATURE, f"signer {body.signer}", body.event_id)
+    if problem is not None:
+        return problem
+    return Verified(body, event, event_hash(wire.body), deferred)
+
+
+def self_published_key(stored: StoredEvent) -> bytes | None:
+    """The key a ``SignerKeyPublished`` message announces, when the message is signed by
+    that very key: how a checkpointer learns the keys the control plane signed with before
+    its current one. (It proves possession, not trust: an auditor still trusts only the
+    keys it was given, and a checkpoint vouches only for signatures that hold.)"""
     try:
+        wire = split_wire(stored.data)
+        body = decode_body(wire.body)
+        if body.type != "SignerKeyPublished":
+            return None
         event = decode_payload(body.type, body.schema_version, body.payload)
-    except UnknownEventType as exc:
-        return _problem(stored, Reason.UNKNOWN_TYPE, str(exc), body.event_id)
-    except SchemaMismatch as exc:
-        return _problem(stored, Reason.SCHEMA_MISMATCH, str(exc), body.event_id)
-    return Verified(body, event, event_hash(wire.body))
+        assert isinstance(event, SignerKeyPublished)
+        public_key = b64decode(event.public_key)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnknownEventType, SchemaMismatch):
+        return None
+    except ValueError:  # not base64
+        return None
+    if key_id_for(public_key) != body.signer or event.key_id != body.signer:
+        return None
+    return (
+        public_key
+        if Keyring([public_key]).verify(body.signer, bytes(wire.body), wire.sig)
+        else None
+    )
 
 
 class NodeSignature(NamedTuple):
@@ -138,15 +194,23 @@ class Checked(NamedTuple):
     evidence: EvidenceCheck | None
     receipts: tuple[ReceiptCheck, ...]
     checkpoint: LedgerCheckpointed | None
+    deferred: bool = False
+    """The envelope's signature waits for a checkpoint (see the module's doc)."""
 
 
 def check_event(
-    stored: StoredEvent, keyring: Keyring, node_keys: Mapping[str, Keyring], *, chained: bool
+    stored: StoredEvent,
+    keyring: Keyring,
+    node_keys: Mapping[str, Keyring],
+    *,
+    chained: bool,
+    defer: bool = False,
 ) -> Checked | Problem:
     """``verify_event``, plus every node signature inside, each checked against the key
     ``node_keys`` holds for it (a candidate: ``accept`` decides whether the node held that
-    key at this point of the log)."""
-    outcome = verify_event(stored, keyring)
+    key at this point of the log). ``defer``: the envelope's signature, on a chained
+    stream, waits for a checkpoint."""
+    outcome = verify_event(stored, keyring, defer=defer and chained)
     if isinstance(outcome, Problem):
         return outcome
     event = outcome.event
@@ -160,6 +224,7 @@ def check_event(
         evidence=_check_evidence(event, node_keys),
         receipts=_check_receipts(event, node_keys),
         checkpoint=event if isinstance(event, LedgerCheckpointed) else None,
+        deferred=outcome.deferred,
     )
 
 
@@ -237,15 +302,15 @@ def check_chunk(
     keyring: Keyring,
     candidates: MutableMapping[str, Keyring],
     unchained_streams: frozenset[str],
+    defer: bool = False,
 ) -> list[Checked | Problem]:
     """``check_event`` over consecutive events, away from the ``LogVerifier``: node keys
     come from ``candidates``, which also learns every key these events introduce (only
     candidates: ``accept`` compares each with the key the log really gave the node)."""
     results: list[Checked | Problem] = []
     for stored in events:
-        checked = check_event(
-            stored, keyring, candidates, chained=stored.stream not in unchained_streams
-        )
+        chained = stored.stream not in unchained_streams
+        checked = check_event(stored, keyring, candidates, chained=chained, defer=defer)
         results.append(checked)
         evidence = None if isinstance(checked, Problem) else checked.evidence
         if evidence is not None:
@@ -263,17 +328,33 @@ class LogVerifier:
     checkpoint's tree head is the RFC 6962 root of every message before it, provably
     consistent with the checkpoint before. Streams with a retention window (heartbeats)
     are unchained and may start after sequence 1.
+
+    ``every_signature`` False: ledger signatures wait for a checkpoint to vouch for them
+    (see the module's doc); ``finish`` then checks those no checkpoint vouched for.
     """
 
-    def __init__(self, keyring: Keyring, *, unchained_streams: frozenset[str] = frozenset()):
+    PENDING_MAX = 10_000
+    """Held signatures kept at most (memory stays flat on a log that never checkpoints):
+    past it, the oldest half are checked one by one."""
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        *,
+        unchained_streams: frozenset[str] = frozenset(),
+        every_signature: bool = True,
+    ):
         self.keyring = keyring
         self.unchained_streams = unchained_streams
+        self.defer = not every_signature
         self.by_type: Counter[str] = Counter()
         self.by_signer: Counter[str] = Counter()
         self.verified = 0
         self.checkpoints = 0
         self.signatures = 0
         """Ed25519 signatures checked: the control plane's, and the nodes' inside events."""
+        self.vouched = 0
+        """The control plane's signatures taken on a checkpoint's word instead."""
         self.node_keys: dict[str, Keyring] = {}
         """The keys the log has given each node so far."""
         self.given_keys: list[tuple[str, bytes]] = []
@@ -282,20 +363,28 @@ class LogVerifier:
         self._tip: dict[str, str] = {}
         self._trees: dict[str, Frontier] = {}
         self._last_checkpoint: dict[str, LedgerCheckpointed] = {}
+        self._pending: dict[str, list[tuple[StoredEvent, Checked]]] = {}
+        """Per stream, the messages whose signature waits for a checkpoint."""
 
     def feed(self, stored: StoredEvent) -> list[Problem]:
         return self.accept(stored, self.check(stored))
 
     def check(self, stored: StoredEvent) -> Checked | Problem:
         chained = stored.stream not in self.unchained_streams
-        return check_event(stored, self.keyring, self.node_keys, chained=chained)
+        return check_event(stored, self.keyring, self.node_keys, chained=chained, defer=self.defer)
 
     def accept(self, stored: StoredEvent, checked: Checked | Problem) -> list[Problem]:
-        """The order-dependent checks of the next event, given ``check_event``'s result."""
+        """The order-dependent checks of the next event, given ``check_event``'s result.
+
+        Held signatures never change what is reported, only when: a problem on a chained
+        stream is reported after those of the held signatures before it (checked first),
+        and an event whose insides fail has its own envelope checked at once."""
         problems = self._check_sequence(stored)
+        if not isinstance(checked, Problem) and checked.deferred and self._suspect(stored, checked):
+            outcome = verify_event(stored, self.keyring)
+            checked = outcome if isinstance(outcome, Problem) else checked._replace(deferred=False)
         if isinstance(checked, Problem):
-            return [*problems, checked]
-        self.signatures += 1
+            return self._after_held(stored.stream, [*problems, checked])
         problems.extend(self._accept_evidence(stored, checked))
         for index, receipt in enumerate(checked.receipts):
             problems.extend(self._accept_receipt(stored, checked, index, receipt))
@@ -305,10 +394,63 @@ class LogVerifier:
             self._trees.setdefault(stored.stream, Frontier()).append(
                 checked.leaf or leaf_hash(stored.data)
             )
+        problems = self._after_held(stored.stream, problems)
+        if checked.deferred:
+            problems.extend(self._hold(stored, checked))
+        else:
+            self.signatures += 1
+            self._count(checked)
+        return problems
+
+    def _after_held(self, stream: str, problems: list[Problem]) -> list[Problem]:
+        if not problems or not self._pending.get(stream):
+            return problems
+        return [*self._settle_one_by_one(stream), *problems]
+
+    def _suspect(self, stored: StoredEvent, checked: Checked) -> bool:
+        """Whether a node signature, receipt or chain link inside fails on its face."""
+        evidence = checked.evidence
+        if evidence is not None and not evidence.signature.valid:
+            return True
+        if any(not (r.signature.valid and r.hash_ok) or r.foreign for r in checked.receipts):
+            return True
+        chained = stored.stream not in self.unchained_streams
+        return chained and checked.prev_hash != self._tip.get(stored.subject)
+
+    def finish(self) -> list[Problem]:
+        """Check the signatures no checkpoint vouched for (those after the last one)."""
+        return [p for stream in list(self._pending) for p in self._settle_one_by_one(stream)]
+
+    def _count(self, checked: Checked) -> None:
         self.verified += 1
         self.by_type[checked.type] += 1
         self.by_signer[checked.signer] += 1
+
+    def _hold(self, stored: StoredEvent, checked: Checked) -> list[Problem]:
+        pending = self._pending.setdefault(stored.stream, [])
+        pending.append((stored, checked))
+        if len(pending) <= self.PENDING_MAX:
+            return []
+        return self._settle_one_by_one(stored.stream, len(pending) // 2)
+
+    def _settle_one_by_one(self, stream: str, count: int | None = None) -> list[Problem]:
+        pending = self._pending.get(stream, [])
+        settled, self._pending[stream] = pending[:count], pending[count:] if count else []
+        problems = []
+        for stored, checked in settled:
+            self.signatures += 1
+            outcome = verify_event(stored, self.keyring)
+            if isinstance(outcome, Problem):
+                problems.append(outcome)
+            else:
+                self._count(checked)
         return problems
+
+    def _vouch(self, stream: str) -> None:
+        pending = self._pending.pop(stream, [])
+        self.vouched += len(pending)
+        for _, checked in pending:
+            self._count(checked)
 
     def _check_sequence(self, stored: StoredEvent) -> list[Problem]:
         last = self._last_seq.get(stored.stream)
@@ -398,6 +540,16 @@ class LogVerifier:
         if checkpoint is None:
             return []
         self.checkpoints += 1
+        problems = self._checkpoint_problems(stored, checked, checkpoint)
+        if not problems and checkpoint.signatures_verified:
+            self._vouch(stored.stream)
+            return []
+        # It vouches for nothing: every held signature is checked, and reported first.
+        return [*self._settle_one_by_one(stored.stream), *problems]
+
+    def _checkpoint_problems(
+        self, stored: StoredEvent, checked: Checked, checkpoint: LedgerCheckpointed
+    ) -> list[Problem]:
         tree = self._trees.get(stored.stream, Frontier())
         event_id = checked.event_id
         if (checkpoint.tree_size, checkpoint.root) != (tree.size, tree.root().hex()):

@@ -70,7 +70,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         pinned = StoredEvent(head.stream, head.seq, head.subject, bytes(head.data))
 
     async def verify(log: AsyncIterator[StoredEvent]) -> Any:
-        return await verify_log(log, topology, keyring, pinned=pinned, jobs=args.jobs)
+        return await verify_log(
+            log,
+            topology,
+            keyring,
+            pinned=pinned,
+            jobs=args.jobs,
+            every_signature=args.every_signature,
+        )
 
     with progress_bars("verifying") as update:
         verifier, problems = run(_with_log(settings, topology, args.source, verify, update))
@@ -80,6 +87,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             "verified": verifier.verified,
             "checkpoints": verifier.checkpoints,
             "signatures": verifier.signatures,
+            "vouched_by_checkpoints": verifier.vouched,
             "by_type": dict(verifier.by_type),
             "by_signer": dict(verifier.by_signer),
             "problems": problems,
@@ -87,8 +95,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
     else:
         title = (
-            f"{verifier.verified} events verified, {verifier.signatures} signatures,"
-            f" {verifier.checkpoints} checkpoints"
+            f"{verifier.verified} events verified, {verifier.signatures} signatures checked,"
+            f" {verifier.vouched} vouched for by {verifier.checkpoints} checkpoints"
         )
         table = Table(title=title)
         table.add_column("event type")
@@ -198,6 +206,11 @@ def add_audit_commands(sub: Any) -> None:
         type=int,
         default=os.cpu_count() or 1,
         help="processes checking signatures (default: one per CPU; 1: all in this one)",
+    )
+    verify.add_argument(
+        "--every-signature",
+        action="store_true",
+        help="check every ledger signature, not only those no vouching checkpoint covers",
     )
     verify.add_argument(
         "--head",

@@ -13,3 +13,8 @@ class LedgerCheckpointed(Event, frozen=True, kw_only=True):
     consistency: list[str] = []
     """Hex RFC 6962 consistency proof from the previous checkpoint to this one: two
     checkpoints prove the log only grew, without the log itself."""
+    signatures_verified: bool = False
+    """The checkpointer checked the control plane's signature on every message it covers
+    before signing (see ``domain.verification``): an auditor holding the key may take the
+    checkpoint's one signature for all of theirs. Checkpoints from before it did say
+    False, and vouch for nothing but the bytes."""

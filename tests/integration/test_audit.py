@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -20,14 +21,17 @@ from adapters.audit import (
     read_log,
     verify_log,
 )
-from adapters.checkpoints import Checkpointer, InconsistentLog
+from adapters.checkpoints import Checkpointer, InconsistentLog, UnverifiedMessage
 from adapters.jetstream import JetStreamEventStore
 from adapters.recorder import Recorder
+from domain.billing.state import Policy
 from domain.canonical import b64encode, canonical_bytes
 from domain.decoding import Decoded
 from domain.envelope import StoredEvent, decode_body, split_wire, wire_bytes
-from domain.events import Event, LedgerCheckpointed
+from domain.events import CustomerCreated, Event, LedgerCheckpointed
+from domain.merkle import Frontier, leaf_hash
 from domain.proofs import InclusionProof, check_proof
+from domain.sealing import seal
 from domain.signing import Keyring, Signer
 from domain.streams import Topology
 from domain.verification import Reason
@@ -112,7 +116,7 @@ async def test_a_racing_writer_cannot_slip_under_a_checkpoint(
     recorder = Recorder(js_store, signer, topology)
     checkpointer = Checkpointer(js_store, recorder, topology)
     await add_nodes(recorder, topology, signer, range(3))
-    await checkpointer._catch_up()
+    await checkpointer.catch_up()
     await add_nodes(recorder, topology, signer, range(3, 4))  # lands after the tree was read
     made = await checkpointer.checkpoint()
     assert made is not None
@@ -161,14 +165,17 @@ async def test_the_cli_verifies_and_proves_with_published_keys(
             [B3IQ, *args], env=env, capture_output=True, text=True, timeout=60, check=False
         )
 
-    for jobs in ("1", "2"):
+    # Each event's envelope signature, and the node's inside every heartbeat and enrollment:
+    # 61. (Enrollments give keys, so the checkpoint is not taken at its word for them.)
+    runs = [("1", []), ("2", []), ("2", ["--every-signature"])]
+    for jobs, every in runs:
         result = await asyncio.to_thread(
-            b3iq, "audit", "verify", "--keys", str(keys), "--json", "--jobs", jobs
+            b3iq, "audit", "verify", "--keys", str(keys), "--json", "--jobs", jobs, *every
         )
         assert result.returncode == 0, result.stderr
         report = json.loads(result.stdout)
         assert (report["ok"], report["verified"], report["checkpoints"]) == (True, 31, 1)
-        assert report["signatures"] == 31 + 30  # each heartbeat and enrollment: the node's too
+        assert (report["signatures"], report["vouched_by_checkpoints"]) == (61, 0)
     proved = await asyncio.to_thread(b3iq, "audit", "prove", "7")
     assert proved.returncode == 0, proved.stderr
     proof_file = tmp_path / "proof.json"
@@ -227,6 +234,11 @@ def swap_field(line: bytes, field: bytes) -> bytes:
     return line[:start] + bytes([line[start] ^ 0x01]) + line[start + 1 :]
 
 
+def swap_last(line: bytes, field: bytes) -> bytes:
+    start = line.rindex(field) + len(field)
+    return line[:start] + bytes([line[start] ^ 0x01]) + line[start + 1 :]
+
+
 TAMPERS = {
     # name: (what is done to the exported lines, the (reason, seq) reported first)
     "a payload byte": (
@@ -236,6 +248,10 @@ TAMPERS = {
     "a signature byte": (
         lambda ls: [*ls[:4], swap_field(ls[4], b'"sig":"'), *ls[5:]],
         (Reason.BAD_SIGNATURE, 5),
+    ),
+    "the envelope's signature (no field inside it fails)": (
+        lambda ls: [*ls[:3], swap_last(ls[3], b'"sig":"'), *ls[4:]],
+        (Reason.BAD_SIGNATURE, 4),
     ),
     "a header (the stored subject)": (
         lambda ls: [*ls[:5], edit(ls[5], b".ev.node.x", b".ev.node.y"), *ls[6:]],
@@ -252,7 +268,7 @@ TAMPERS = {
 }
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize(("jobs", "every_signature"), [(1, False), (2, False), (2, True)])
 @pytest.mark.parametrize("name", TAMPERS)
 async def test_every_tamper_with_an_exported_log_is_pinpointed(
     exported: tuple[list[bytes], StoredEvent],
@@ -261,13 +277,18 @@ async def test_every_tamper_with_an_exported_log_is_pinpointed(
     tmp_path: Path,
     name: str,
     jobs: int,
+    every_signature: bool,
 ) -> None:
+    """Whether each signature is checked, or those a checkpoint vouches for are taken on
+    its word (the tampered bytes no longer match its root, so it vouches for nothing)."""
     lines, _ = exported
     change, first = TAMPERS[name]
     path = tmp_path / "tampered.jsonl"
     path.write_bytes(b"".join(change(lines)))
     keyring = Keyring([signer.public_key])
-    _, problems = await verify_log(read_export(path), topology, keyring, jobs=jobs)
+    _, problems = await verify_log(
+        read_export(path), topology, keyring, jobs=jobs, every_signature=every_signature
+    )
     assert [(p.reason, p.seq) for p in problems][:1] == [first]
 
 
@@ -313,3 +334,85 @@ async def test_a_forged_checkpoint_in_an_export_is_pinpointed(
         read_export(path), topology, Keyring([signer.public_key, forger.public_key])
     )
     assert [(p.reason, p.seq) for p in problems][:1] == [(Reason.CHECKPOINT_MISMATCH, head.seq)]
+
+
+async def test_a_forged_ledger_message_stops_checkpoints_and_is_named(
+    js_store: JetStreamEventStore, topology: Topology, signer: Signer
+) -> None:
+    """Someone who can write to the stream but lacks the key: the checkpointer will not
+    vouch for the message, so the auditor checks it, and everything after, itself."""
+    recorder = Recorder(js_store, signer, topology)
+    checkpointer = Checkpointer(js_store, recorder, topology)
+    await add_nodes(recorder, topology, signer, range(3))
+    assert await checkpointer.checkpoint() is not None  # at 4, over 1..3
+    subject = topology.subject("customer", "c1")
+    [sealed] = seal(
+        subject,
+        [customer("c1")],
+        prev_hash=None,
+        signer=signer,
+        now=datetime.now(UTC),
+    )
+    body = bytes(split_wire(sealed.data).body)
+    forged = sealed._replace(data=wire_bytes(body, signer.sign(b"something else")))
+    await js_store.append(subject, [forged], None)  # at 5
+    await add_nodes(recorder, topology, signer, range(3, 5))
+    with pytest.raises(UnverifiedMessage, match="bad_signature"):
+        await checkpointer.checkpoint()
+    keyring = Keyring([signer.public_key])
+    for every_signature in (False, True):
+        _, problems = await verify_log(
+            read_log(js_store, topology), topology, keyring, every_signature=every_signature
+        )
+        assert [(p.reason, p.seq) for p in problems] == [(Reason.BAD_SIGNATURE, 5)]
+
+
+async def test_only_a_checkpoint_that_verified_what_it_covers_vouches_for_it(
+    js_store: JetStreamEventStore, topology: Topology, signer: Signer
+) -> None:
+    recorder = Recorder(js_store, signer, topology)
+    await add_customers(recorder, topology, range(4))
+    older = LedgerCheckpointed(tree_size=4, root=(await tree_of(js_store, topology, 4)).hex())
+
+    def decide(_: Decoded | None) -> list[Event]:
+        return [older]  # as checkpoints were signed before they verified: no vouching
+
+    await recorder.record(topology.subject("checkpoint", "ledger"), decide)
+    await add_customers(recorder, topology, range(4, 7))
+    checkpoint = await Checkpointer(js_store, recorder, topology).checkpoint()
+    assert checkpoint is not None and checkpoint.signatures_verified
+    verifier, problems = await verify_log(
+        read_log(js_store, topology), topology, Keyring([signer.public_key])
+    )
+    assert problems == []
+    # 1..4 checked one by one under the old checkpoint; 6..8 vouched for by the new one.
+    assert (verifier.vouched, verifier.signatures, verifier.checkpoints) == (3, 4 + 2, 2)
+
+
+async def add_customers(recorder: Recorder, topology: Topology, ids: range) -> None:
+    for n in ids:
+        event = customer(f"c{n}")
+
+        def decide(_: Decoded | None, e: Event = event) -> list[Event]:
+            return [e]
+
+        await recorder.record(topology.subject("customer", f"c{n}"), decide)
+
+
+async def tree_of(js_store: JetStreamEventStore, topology: Topology, size: int) -> bytes:
+    tree = Frontier()
+    async for stored in read_log(js_store, topology, ledger_only=True):
+        if stored.seq <= size:
+            tree.append(leaf_hash(stored.data))
+    return tree.root()
+
+
+def customer(customer_id: str) -> CustomerCreated:
+    return CustomerCreated(
+        customer_id=customer_id,
+        balance_after_wei="0",
+        reserved_after_wei="0",
+        name=customer_id,
+        policy=Policy(),
+        created_by="admin",
+    )

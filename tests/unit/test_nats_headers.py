@@ -11,9 +11,7 @@ from adapters.jetstream.client import Client
 _bytes = st.binary(max_size=12) | st.sampled_from(
     [b"Nats-Msg-Id", b"a b", b"\x1cx", b"x\x1f", b" k ", b"\t", b"\xc3\xa9", b"\xff", b":", b""]
 )
-_line = st.tuples(_bytes, st.sampled_from([b":", b": ", b":\t", b"", b"::"]), _bytes).map(
-    b"".join
-)
+_line = st.tuples(_bytes, st.sampled_from([b":", b": ", b":\t", b"", b"::"]), _bytes).map(b"".join)
 
 
 @given(st.lists(_line, max_size=6), st.sampled_from([b"\r\n", b"\r\n\r\n"]))

@@ -33,8 +33,18 @@ def log(signer: Signer) -> list[StoredEvent]:
 
 
 def problems(log: list[StoredEvent], signer: Signer) -> list[tuple[Reason, int]]:
-    verifier = LogVerifier(Keyring([signer.public_key]))
-    return [(p.reason, p.seq) for e in log for p in verifier.feed(e)]
+    """What verification reports with every signature checked at once. Held for a
+    checkpoint instead (these logs have none: they are checked at the end), the first
+    problem is the same, and nothing else is reported (the knock-on problems of a bad
+    signature may be fewer: the event still counts in its chain)."""
+    found = []
+    for every_signature in (True, False):
+        verifier = LogVerifier(Keyring([signer.public_key]), every_signature=every_signature)
+        reported = [p for e in log for p in verifier.feed(e)] + verifier.finish()
+        found.append([(p.reason, p.seq) for p in reported])
+    at_once, held = found
+    assert held[:1] == at_once[:1] and set(held) <= set(at_once)
+    return at_once
 
 
 def renumber(log: list[StoredEvent]) -> list[StoredEvent]:
@@ -178,3 +188,20 @@ def test_node_evidence_re_signed_by_the_control_plane_still_fails(
     assert problems(log_of(signer, [enrolled("n1", node), beat]), signer) == [
         (Reason.BAD_NODE_SIGNATURE, 2)
     ]
+
+
+def test_held_signatures_stay_bounded_and_are_all_checked(signer: Signer) -> None:
+    events = [enrolled("n1", signer)] + [heartbeat("n1", i, signer) for i in range(30)]
+    log = log_of(signer, events)
+    body = bytes(split_wire(log[20].data).body)  # signed by the right key, over other bytes
+    log[20] = StoredEvent(STREAM, 21, SUBJECT, wire_bytes(body, signer.sign(b"other")))
+    verifier = LogVerifier(Keyring([signer.public_key]), every_signature=False)
+    verifier.PENDING_MAX = 8
+    reported = []
+    for event in log:
+        reported += verifier.feed(event)
+        assert len(verifier._pending.get(STREAM, [])) <= 8
+    reported += verifier.finish()
+    assert [(p.reason, p.seq) for p in reported] == [(Reason.BAD_SIGNATURE, 21)]
+    # 31 envelopes one by one (no checkpoint vouches), and the 31 node signatures inside
+    assert (verifier.signatures, verifier.vouched, verifier.verified) == (31 + 31, 0, 30)
