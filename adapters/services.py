@@ -16,6 +16,7 @@ from prometheus_client import start_http_server
 from adapters.api_workers import listening_socket
 from adapters.bootstrap import ControlPlane, bootstrap
 from adapters.checkpoints import Checkpointer
+from adapters.heap import keep_heap_trimmed
 from adapters.http.app import create_app
 from adapters.postgres import create_pool, migrate
 from adapters.projector import ProjectionRunner, runner_name, stream_of
@@ -43,6 +44,7 @@ def stop_on_signals() -> asyncio.Event:
 
 async def serve(settings: Settings, *, shared_port: bool = False) -> None:
     """``shared_port``: bind with SO_REUSEPORT, as one of several workers."""
+    keep_heap_trimmed()
     plane = await bootstrap(settings)
     app = create_app(plane, own_plane=True)
     config = uvicorn.Config(
@@ -109,6 +111,7 @@ async def claim_layouts(plane: ControlPlane, count: int) -> None:
 async def run_projector(settings: Settings, metrics_port: int | None = None) -> None:
     """One projector process: it shares the partitions of every projection, and the
     chores, with the other projector processes (or runs them all when alone)."""
+    keep_heap_trimmed()
     plane = await bootstrap(settings)
     try:
         count = settings.projector_partitions
