@@ -227,3 +227,42 @@ def consistency_from(base: Frontier, since: Sequence[bytes]) -> list[bytes]:
         return [*sub(lo + k, hi, False), peaks[starts.index(lo)]]  # [lo, lo + k): one peak
 
     return sub(0, n, True)
+
+
+class RecentPrefixes:
+    """The tree head of the whole log and of any prefix from ``base.size`` on: the peaks at
+    ``base`` and the leaves after it. Memory is the leaves since the last ``forget_before``
+    (a checkpoint, in practice), and at most ``kept`` of them."""
+
+    def __init__(self, kept: int | None = None) -> None:
+        self.base = Frontier()
+        self.since: list[bytes] = []
+        self.kept = kept
+
+    @property
+    def size(self) -> int:
+        return self.base.size + len(self.since)
+
+    def append(self, leaf: bytes) -> None:
+        self.since.append(leaf)
+        if self.kept is not None and len(self.since) > self.kept:
+            self.forget_before(self.size - self.kept // 2)
+
+    def root_at(self, size: int) -> bytes | None:
+        """The tree head of the first ``size`` leaves; None when that prefix is forgotten."""
+        if not self.base.size <= size <= self.size:
+            return None
+        head = self.base.copy()
+        for leaf in self.since[: size - self.base.size]:
+            head.append(leaf)
+        return head.root()
+
+    def forget_before(self, size: int) -> bool:
+        """Keep prefixes from ``size`` on only; False when ``size`` is outside what is held."""
+        step = size - self.base.size
+        if not 0 <= step <= len(self.since):
+            return False
+        for leaf in self.since[:step]:
+            self.base.append(leaf)
+        del self.since[:step]
+        return True

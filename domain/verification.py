@@ -39,7 +39,7 @@ from domain.events import (
     UnknownEventType,
     decode_payload,
 )
-from domain.merkle import Frontier, leaf_hash, verify_consistency
+from domain.merkle import RecentPrefixes, leaf_hash, verify_consistency
 from domain.receipts import Receipt, verify_receipt
 from domain.signing import Keyring, key_id_for
 
@@ -325,7 +325,8 @@ class LogVerifier:
 
     Checks per event, plus: stream sequences are contiguous, and on chained streams each
     event's ``prev_hash`` is the hash of the previous event on its subject, and each signed
-    checkpoint's tree head is the RFC 6962 root of every message before it, provably
+    checkpoint's tree head is the RFC 6962 root of the messages it covers (a prefix of those
+    before it: what was written while it was signed goes under the next), provably
     consistent with the checkpoint before. Streams with a retention window (heartbeats)
     are unchained and may start after sequence 1.
 
@@ -333,6 +334,9 @@ class LogVerifier:
     (see the module's doc); ``finish`` then checks those no checkpoint vouched for.
     """
 
+    LEAVES_KEPT = 200_000
+    """Leaves kept since the last checkpoint (one covering a prefix older than that can
+    not be checked; checkpoints come every thousand messages or so)."""
     PENDING_MAX = 10_000
     """Held signatures kept at most (memory stays flat on a log that never checkpoints):
     past it, the oldest half are checked one by one."""
@@ -361,7 +365,7 @@ class LogVerifier:
         """The same, as (node id, public key) in the order the log gave them."""
         self._last_seq: dict[str, int] = {}
         self._tip: dict[str, str] = {}
-        self._trees: dict[str, Frontier] = {}
+        self._trees: dict[str, RecentPrefixes] = {}
         self._last_checkpoint: dict[str, LedgerCheckpointed] = {}
         self._pending: dict[str, list[tuple[StoredEvent, Checked]]] = {}
         """Per stream, the messages whose signature waits for a checkpoint."""
@@ -391,9 +395,8 @@ class LogVerifier:
         if stored.stream not in self.unchained_streams:
             problems.extend(self._check_chain(stored, checked))
             problems.extend(self._check_checkpoint(stored, checked))
-            self._trees.setdefault(stored.stream, Frontier()).append(
-                checked.leaf or leaf_hash(stored.data)
-            )
+            tree = self._trees.setdefault(stored.stream, RecentPrefixes(self.LEAVES_KEPT))
+            tree.append(checked.leaf or leaf_hash(stored.data))
         problems = self._after_held(stored.stream, problems)
         if checked.deferred:
             problems.extend(self._hold(stored, checked))
@@ -446,10 +449,14 @@ class LogVerifier:
                 self._count(checked)
         return problems
 
-    def _vouch(self, stream: str) -> None:
-        pending = self._pending.pop(stream, [])
-        self.vouched += len(pending)
-        for _, checked in pending:
+    def _vouch(self, stream: str, tree_size: int) -> None:
+        """Settle the held signatures of the messages a checkpoint covers (a ledger's
+        sequences are its leaves' positions, from 1)."""
+        pending = self._pending.get(stream, [])
+        covered = next((i for i, (s, _) in enumerate(pending) if s.seq > tree_size), len(pending))
+        self._pending[stream] = pending[covered:]
+        self.vouched += covered
+        for _, checked in pending[:covered]:
             self._count(checked)
 
     def _check_sequence(self, stored: StoredEvent) -> list[Problem]:
@@ -542,7 +549,7 @@ class LogVerifier:
         self.checkpoints += 1
         problems = self._checkpoint_problems(stored, checked, checkpoint)
         if not problems and checkpoint.signatures_verified:
-            self._vouch(stored.stream)
+            self._vouch(stored.stream, checkpoint.tree_size)
             return []
         # It vouches for nothing: every held signature is checked, and reported first.
         return [*self._settle_one_by_one(stored.stream), *problems]
@@ -550,14 +557,22 @@ class LogVerifier:
     def _checkpoint_problems(
         self, stored: StoredEvent, checked: Checked, checkpoint: LedgerCheckpointed
     ) -> list[Problem]:
-        tree = self._trees.get(stored.stream, Frontier())
+        tree = self._trees.get(stored.stream, RecentPrefixes())
         event_id = checked.event_id
-        if (checkpoint.tree_size, checkpoint.root) != (tree.size, tree.root().hex()):
-            detail = (
-                f"signs root {checkpoint.root} over {checkpoint.tree_size} messages; the "
-                f"{tree.size} messages before it have root {tree.root().hex()}"
-            )
+        size = checkpoint.tree_size
+        root = tree.root_at(size)
+        if root is None or root.hex() != checkpoint.root:
+            if size > tree.size:
+                detail = f"signs a root over {size} messages; {tree.size} come before it"
+            elif root is None:
+                detail = f"covers the first {size} messages; roots are kept from {tree.base.size}"
+            else:
+                detail = (
+                    f"signs root {checkpoint.root} over {size} messages; the first {size} "
+                    f"messages have root {root.hex()}"
+                )
             return [_problem(stored, Reason.CHECKPOINT_MISMATCH, detail, event_id)]
+        tree.forget_before(size)  # later checkpoints cover more (or fail consistency)
         previous = self._last_checkpoint.get(stored.stream)
         self._last_checkpoint[stored.stream] = checkpoint
         if previous is None:

@@ -83,7 +83,7 @@ async def test_checkpoints_cover_everything_before_them_and_chain_consistently(
     await add_nodes(recorder, topology, signer, range(12, 15))
     third = await restarted.checkpoint()
     assert third is not None and (third.tree_size, third.previous_size) == (17, 13)
-    assert restarted._base.size == 13 and len(restarted._since) == 4
+    assert restarted.tree.base.size == 13 and len(restarted.tree.since) == 4
     verifier, problems = await verify_log(
         read_log(js_store, topology), topology, Keyring([signer.public_key])
     )
@@ -125,6 +125,40 @@ async def test_a_racing_writer_cannot_slip_under_a_checkpoint(
         read_log(js_store, topology), topology, Keyring([signer.public_key])
     )
     assert problems == []
+
+
+async def test_what_lands_while_a_checkpoint_is_signed_goes_under_the_next(
+    js_store: JetStreamEventStore, topology: Topology, signer: Signer
+) -> None:
+    """On a busy ledger other writers always land between reading and appending: the
+    checkpoint covers what was read, the next one the rest (in the soak, demanding to land
+    right after the last leaf meant no checkpoint landed at all)."""
+    recorder = Recorder(js_store, signer, topology)
+    checkpointer = Checkpointer(js_store, recorder, topology)
+    await add_nodes(recorder, topology, signer, range(3))
+    await checkpointer.catch_up()
+    await add_customers(recorder, topology, range(2))  # at 4 and 5, after the tree was read
+    read_so_far = checkpointer.catch_up
+
+    async def not_again() -> None:
+        pass
+
+    checkpointer.catch_up = not_again  # type: ignore[method-assign]
+    first = await checkpointer.checkpoint()
+    assert first is not None and first.tree_size == 3  # it lands at 6
+    checkpointer.catch_up = read_so_far  # type: ignore[method-assign]
+    second = await checkpointer.checkpoint()
+    assert second is not None and (second.tree_size, second.previous_size) == (6, 3)
+    assert await checkpointer.checkpoint() is None  # nothing new but that checkpoint
+    for every_signature in (False, True):
+        verifier, problems = await verify_log(
+            read_log(js_store, topology),
+            topology,
+            Keyring([signer.public_key]),
+            every_signature=every_signature,
+        )
+        assert problems == []
+        assert verifier.vouched == (0 if every_signature else 2)  # the customers, by the second
 
 
 async def test_exported_logs_verify_and_prove_offline(

@@ -8,6 +8,7 @@ from domain.merkle import (
     EMPTY_ROOT,
     Frontier,
     MerkleTree,
+    RecentPrefixes,
     consistency_from,
     consistency_proof,
     inclusion_proof,
@@ -106,3 +107,17 @@ def test_consistency_from_the_old_peaks_equals_the_whole_tree_proof() -> None:
             expected = MerkleTree(leaves[:n]).consistency_proof(m)
             assert consistency_from(base, leaves[m:n]) == expected, (m, n)
     assert consistency_from(Frontier(), leaves[:3]) == []
+
+
+def test_recent_prefixes_give_any_kept_prefix_root() -> None:
+    leaves = [leaf_hash(bytes([i])) for i in range(40)]
+    full = MerkleTree(leaves)
+    recent = RecentPrefixes(kept=16)
+    for leaf in leaves[:10]:
+        recent.append(leaf)
+    assert recent.forget_before(6) and not recent.forget_before(5)
+    assert [recent.root_at(m) for m in (5, 6, 10, 11)] == [None, full.root(6), full.root(10), None]
+    for leaf in leaves[10:]:
+        recent.append(leaf)
+    assert recent.size == 40 and len(recent.since) <= 16
+    assert recent.root_at(40) == full.root(40) and recent.root_at(recent.base.size - 1) is None
