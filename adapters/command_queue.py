@@ -18,6 +18,7 @@ from domain.command_messages import CommandResult, LeasedCommand, Polled
 from domain.command_specs import CommandSpec
 from domain.commands import (
     OUTCOMES,
+    TERMINAL,
     current,
     decide_cancel,
     decide_issue,
@@ -130,10 +131,15 @@ class CommandQueue:
             after[:] = [last] if last is not None else []
             return events
 
+        subject = self._subject(command_id)
         try:
-            result = await self._recorder.record(self._subject(command_id), on_tail)
+            result = await self._recorder.record(subject, on_tail)
         except Refused as exc:
             raise _refused(exc) from None
+        if after and after[0].state in TERMINAL:
+            # Nothing follows a finished command: keeping its tail would only fill the
+            # recorder's cache (the soak's API memory grew with finished commands).
+            self._recorder.forget(subject)
         return result, (after[0] if after else None)
 
     async def issue(

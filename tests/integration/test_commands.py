@@ -119,6 +119,8 @@ async def test_issue_lease_report_and_an_idempotent_retried_upload(cp: Harness) 
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["state"] == "succeeded"
     assert accepted.json()["duplicate"] is False
+    subject = cp.plane.topology.subject("command", command_id)
+    assert subject not in cp.plane.recorder._tails  # finished: nothing follows, none kept
     again = await report(node, command_id, body)  # a retried upload: new nonce, same result
     assert again.status_code == 200, again.text
     assert again.json()["duplicate"] is True
