@@ -152,7 +152,8 @@ class ProjectionRunner:
     async def apply(self, batch: Sequence[StoredEvent], typed: Typed) -> int:
         """Apply what this runner handles of ``batch`` (the events after ``position``, in
         order; ``typed`` holds their bodies, and may hold other events too); returns how
-        many events it read past. A rewound checkpoint resets the runner's position."""
+        many events it read past. (Read models swapped in under it raise ``_Rewound``:
+        ``step`` reads on from their checkpoint; a rebuild's fresh schema has none.)"""
         first, last = batch[0].seq, batch[-1].seq
         whole = self.partition.count == 1
         mine = [
