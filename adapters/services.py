@@ -4,7 +4,6 @@ import asyncio
 import logging
 import signal
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -22,7 +21,7 @@ from adapters.postgres import create_pool, migrate
 from adapters.projector import ProjectionRunner, runner_name, stream_of
 from adapters.settings import Settings
 from adapters.stale_sweeper import StaleSweeper
-from adapters.stream_replay import StreamReplay
+from adapters.stream_replay import replay_all
 from adapters.work_sharing import Work, WorkSharing
 from domain.partitions import WHOLE, Partition, split
 from domain.streams import Topology
@@ -208,8 +207,8 @@ async def rebuild(
     try:
         for _attempt in range(3):  # the live side may move on while we compare: try again
             live = await _live_positions(plane)
-            replays = await _replays(plane, scratch, live, partitions, settings.projection_batch)
-            events += sum(await asyncio.gather(*(r.run(progress) for r in replays)))
+            targets = await _targets(plane, scratch, live, partitions)
+            events += await replay_all(plane.store, targets, settings.projection_batch, progress)
             async with scratch.acquire() as conn:
                 found = [await compare_table(conn, "public", schema, t) for t in tables]
             if await _live_positions(plane) == live:
@@ -228,28 +227,27 @@ async def rebuild(
         await plane.close()
 
 
-async def _replays(
+async def _targets(
     plane: ControlPlane,
     scratch: asyncpg.Pool,
     live: dict[tuple[str, str, Partition], int],
     partitions: int | None,
-    batch_size: int,
-) -> list[StreamReplay]:
-    """A replay per stream, of every projection partition into ``scratch`` as far as
-    its live counterpart got (see ``_rebuild_targets``)."""
-    by_stream: defaultdict[str, list[tuple[ProjectionRunner, int]]] = defaultdict(list)
+) -> list[tuple[ProjectionRunner, int]]:
+    """A runner into ``scratch`` for every projection partition, with how far its live
+    counterpart got (see ``_rebuild_targets``)."""
+    targets = []
     for projection in all_projections():
         stream = stream_of(plane.topology, projection).name
-        targets = _rebuild_targets(projection, stream, live, partitions)
-        if targets:  # every partition's checkpoint, those still at 0 too
+        found = _rebuild_targets(projection, stream, live, partitions)
+        if found:  # every partition's checkpoint, those still at 0 too
             async with scratch.acquire() as conn, conn.transaction():
-                await claim_layout(conn, projection.name, stream, len(targets))
-        for partition, target in targets.items():
+                await claim_layout(conn, projection.name, stream, len(found))
+        for partition, target in found.items():
             runner = ProjectionRunner(
                 scratch, plane.store, plane.topology, projection, partition=partition
             )
-            by_stream[stream].append((runner, target))
-    return [StreamReplay(plane.store, s, t, batch_size) for s, t in by_stream.items()]
+            targets.append((runner, target))
+    return targets
 
 
 _NOT_CARRIED = frozenset({"projection_checkpoints", "alembic_version"})

@@ -2,7 +2,8 @@
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 
 from adapters.projector import ProjectionRunner, by_type
 from domain.envelope import StoredEvent
@@ -65,6 +66,21 @@ class StreamReplay:
         finally:
             await reader.close()
         return read
+
+
+async def replay_all(
+    store: EventStore,
+    targets: Iterable[tuple[ProjectionRunner, int]],
+    batch_size: int = 5000,
+    progress: Progress | None = None,
+) -> int:
+    """Catch every runner up to its target, one ``StreamReplay`` per stream, the streams
+    at once; returns how many events were read."""
+    by_stream: defaultdict[str, list[tuple[ProjectionRunner, int]]] = defaultdict(list)
+    for runner, target in targets:
+        by_stream[runner.stream].append((runner, target))
+    replays = [StreamReplay(store, s, t, batch_size) for s, t in by_stream.items()]
+    return sum(await asyncio.gather(*(r.run(progress) for r in replays)))
 
 
 def _between(batch: list[StoredEvent], after: int, until: int) -> list[StoredEvent]:

@@ -38,14 +38,13 @@ from domain.events import (
     SignerKeyPublished,
     UnknownEventType,
     decode_payload,
+    type_names,
 )
 from domain.merkle import RecentPrefixes, leaf_hash, verify_consistency
 from domain.receipts import Receipt, verify_receipt
 from domain.signing import Keyring, key_id_for
 
-NEVER_DEFERRED = frozenset(
-    {"LedgerCheckpointed", "NodeEnrolled", "NodeKeyRotated", "SignerKeyPublished"}
-)
+NEVER_DEFERRED = type_names(LedgerCheckpointed, NodeEnrolled, NodeKeyRotated, SignerKeyPublished)
 """Checked at once even when signatures may wait: what vouches, and what gives keys
 (a key given by a forged event would change what later events are checked against)."""
 
@@ -134,7 +133,7 @@ def self_published_key(stored: StoredEvent) -> bytes | None:
     try:
         wire = split_wire(stored.data)
         body = decode_body(wire.body)
-        if body.type != "SignerKeyPublished":
+        if body.type not in type_names(SignerKeyPublished):
             return None
         event = decode_payload(body.type, body.schema_version, body.payload)
         assert isinstance(event, SignerKeyPublished)
@@ -438,7 +437,8 @@ class LogVerifier:
 
     def _settle_one_by_one(self, stream: str, count: int | None = None) -> list[Problem]:
         pending = self._pending.get(stream, [])
-        settled, self._pending[stream] = pending[:count], pending[count:] if count else []
+        count = len(pending) if count is None else count
+        settled, self._pending[stream] = pending[:count], pending[count:]
         problems = []
         for stored, checked in settled:
             self.signatures += 1

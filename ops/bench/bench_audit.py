@@ -45,7 +45,7 @@ from adapters.postgres import create_pool, migrate
 from adapters.projector import ProjectionRunner
 from adapters.reconciliation import reconcile
 from adapters.recorder import Recorder
-from adapters.stream_replay import StreamReplay
+from adapters.stream_replay import replay_all
 from domain.canonical import b64decode, canonical_bytes
 from domain.decoding import decode_stored
 from domain.envelope import StoredEvent, split_wire
@@ -236,13 +236,9 @@ async def replay(plan: Plan) -> dict[str, Any]:
     pool = await create_pool(plan.dsn, schema=plan.schema, max_size=len(projections) + 1)
     try:
         lasts = {spec.name: (await store.bounds(spec.name))[1] for spec in topology.streams}
-        by_stream: dict[str, list[tuple[ProjectionRunner, int]]] = {}
-        for p in projections:
-            runner = ProjectionRunner(pool, store, topology, p)
-            by_stream.setdefault(runner.stream, []).append((runner, lasts[runner.stream]))
-        replays = [StreamReplay(store, s, targets) for s, targets in by_stream.items()]
+        runners = [ProjectionRunner(pool, store, topology, p) for p in projections]
         with _measured() as took:
-            await asyncio.gather(*(r.run() for r in replays))
+            await replay_all(store, [(r, lasts[r.stream]) for r in runners])
     finally:
         await pool.close()
         await store.close()
