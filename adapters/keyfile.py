@@ -1,6 +1,7 @@
 """Private keys on disk: created once with mode 0600, refused if anyone else can read them."""
 
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -16,13 +17,20 @@ def load_or_create_signer(path: Path) -> Signer:
         return load_signer(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     signer = Signer.generate()
-    # O_EXCL: two processes starting together must not both write a key.
+    # Written aside, then linked into place: a process starting beside us finds no key or
+    # a whole one, never a half-written file, and link() refuses if one got there first.
+    aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(signer.seed)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(aside, path)
     except FileExistsError:
         return load_signer(path)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(signer.seed)
+    finally:
+        aside.unlink(missing_ok=True)
     return signer
 
 

@@ -6,14 +6,15 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from operator import attrgetter
 
 import asyncpg
 from prometheus_client import Counter, Gauge
 
 from adapters.outages import TRANSIENT
 from domain.decoding import Decoded
-from domain.envelope import EnvelopeBody, StoredEvent, decode_body, split_wire
-from domain.events import decode_payload, type_names
+from domain.envelope import StoredEvent, decode_body, split_wire
+from domain.events import type_names
 from domain.partitions import WHOLE, Partition
 from domain.ports import EventReader, EventStore
 from domain.streams import StreamSpec, Topology
@@ -43,16 +44,18 @@ def runner_name(projection: Projection, partition: Partition) -> str:
     return f"{projection.name}[{partition}]"
 
 
-Typed = Mapping[str, Sequence[tuple[StoredEvent, EnvelopeBody]]]
-"""Events read, each with its decoded body, grouped by event type in stream order."""
+Typed = Mapping[str, Sequence[Decoded]]
+"""Events read, grouped by event type in stream order: each decoded once (its payload when
+first asked for), whichever projections then look at it."""
+
+_SEQ = attrgetter("seq")
 
 
 def by_type(events: Iterable[StoredEvent]) -> Typed:
-    """Decode each event's body once, whichever projections then look at it."""
-    typed: defaultdict[str, list[tuple[StoredEvent, EnvelopeBody]]] = defaultdict(list)
+    typed: defaultdict[str, list[Decoded]] = defaultdict(list)
     for event in events:
         body = decode_body(split_wire(event.data).body)
-        typed[body.type].append((event, body))
+        typed[body.type].append(Decoded(event.seq, event.subject, body))
     return typed
 
 
@@ -157,13 +160,13 @@ class ProjectionRunner:
         first, last = batch[0].seq, batch[-1].seq
         whole = self.partition.count == 1
         mine = [
-            (e, b)
+            d
             for name in self._handled
-            for e, b in typed.get(name, ())
-            if first <= e.seq <= last and (whole or self._holds(e))
+            for d in typed.get(name, ())
+            if first <= d.seq <= last and (whole or self.partition.holds(d.subject))
         ]
         if len(self._handled) > 1:
-            mine.sort(key=lambda pair: pair[0].seq)
+            mine.sort(key=_SEQ)
         if not mine and time.monotonic() < self._commit_due:
             await self._check_contiguous(self.position, batch)
             self.position = batch[-1].seq
@@ -177,11 +180,7 @@ class ProjectionRunner:
                 return 0
             # What lies between the checkpoint and ``position`` was read past already.
             await self._check_contiguous(max(committed, self.position), fresh)
-            decoded = [
-                Decoded(e.seq, e.subject, b, decode_payload(b.type, b.schema_version, b.payload))
-                for e, b in mine
-                if e.seq > committed
-            ]
+            decoded = [d for d in mine if d.seq > committed]
             if decoded:
                 await self.projection.apply(conn, decoded)
             await self._move(conn, fresh[-1].seq)

@@ -1,16 +1,31 @@
 """Typed views of stored events."""
 
-from typing import NamedTuple
-
 from domain.envelope import EnvelopeBody, StoredEvent, decode_body, event_hash, split_wire
 from domain.events import Event, decode_payload
 
 
-class Decoded(NamedTuple):
-    seq: int
-    subject: str
-    body: EnvelopeBody
-    event: Event
+class Decoded:
+    """A stored event with its body decoded. Its payload is decoded when first asked for,
+    once, however many projections look at it: most of a replay's decoding is heartbeats,
+    of which a projection keeps only each node's latest."""
+
+    __slots__ = ("_event", "body", "seq", "subject")
+
+    def __init__(self, seq: int, subject: str, body: EnvelopeBody, event: Event | None = None):
+        self.seq = seq
+        self.subject = subject
+        self.body = body
+        self._event = event
+
+    @property
+    def event(self) -> Event:
+        if self._event is None:
+            body = self.body
+            self._event = decode_payload(body.type, body.schema_version, body.payload)
+        return self._event
+
+    def __repr__(self) -> str:
+        return f"Decoded(seq={self.seq}, subject={self.subject!r}, type={self.body.type!r})"
 
 
 def decode_stored(stored: StoredEvent) -> Decoded:

@@ -1,5 +1,6 @@
 from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
 import msgspec
 
@@ -51,6 +52,7 @@ WHERE p.node_id = b.node_id
 """
 
 _json = msgspec.json.Encoder()
+_HEARTBEAT = HeartbeatRecorded.__name__
 
 
 class HeartbeatsProjection:
@@ -66,17 +68,20 @@ class HeartbeatsProjection:
     tables = ("node_heartbeats", "model_profiles")
 
     async def apply(self, db: Database, batch: Sequence[Decoded]) -> None:
-        latest: dict[str, tuple[HeartbeatRecorded, Decoded]] = {}
+        # A node's heartbeats share its subject: only the latest of each is decoded.
+        latest: dict[str, Decoded] = {}
         counts: dict[str, int] = {}
         for p in batch:
-            if isinstance(p.event, HeartbeatRecorded):
-                latest[p.event.node_id] = (p.event, p)
-                counts[p.event.node_id] = counts.get(p.event.node_id, 0) + 1
+            if p.body.type == _HEARTBEAT:
+                latest[p.subject] = p
+                counts[p.subject] = counts.get(p.subject, 0) + 1
         if not latest:
             return
         columns: list[list[object]] = [[] for _ in range(10)]
         reports: dict[str, tuple[HeartbeatReport, datetime]] = {}
-        for node_id, (event, p) in latest.items():
+        for subject, p in latest.items():
+            event = cast(HeartbeatRecorded, p.event)
+            node_id = event.node_id
             report = _report(event)
             if report is not None:
                 reports[node_id] = (report, p.body.occurred_at)
@@ -86,7 +91,7 @@ class HeartbeatsProjection:
                 event.sent_at,
                 p.body.occurred_at,
                 event.agent_version,
-                counts[node_id],
+                counts[subject],
                 p.seq,
                 p.body.event_id,
                 None if report is None else _json.encode(report.inventory).decode(),

@@ -1,17 +1,64 @@
-"""nats-py's client, parsing message headers faster."""
+"""nats-py's client, with a faster way in for bulk readers.
+
+Replaying or auditing the log means taking a million stored messages off one
+subscription. nats-py matches every MSG line with regular expressions, copies each
+payload twice, parses its headers, builds a ``Msg`` and passes it through an
+``asyncio.Queue`` to a task that awaits the callback: about 10 µs a message, more than
+half of a billing reconcile. A subscription registered with ``subscribe_raw`` skips all of
+that: its messages are cut out of the read buffer in one pass and handed to a plain
+function. Every other subscription, and every other protocol line, goes through nats-py as
+before. Unit tests hold both the parser and the header parser to nats-py's results.
+"""
+
+from collections.abc import Callable
 
 import nats.aio.client
+from nats.aio.subscription import Subscription
+from nats.errors import ProtocolError
+from nats.protocol import parser as nats_parser
+
+RawHandler = Callable[[bytes, bytes, bytes, bytes | None], None]
+"""(subject, reply, payload, header block or None) of one message, as it arrived."""
+
+_CRLF = b"\r\n"
 
 
 class Client(nats.aio.client.Client):
-    """Every stored message reaches a reader with the headers it was appended with
-    (``Nats-Msg-Id``, the expected-sequence condition). nats-py checks each character of
-    each header name for whitespace in a generator, about a fifth of a billing reconcile's
-    time; this gives the same result with whole-string operations (a unit test holds it to
-    nats-py's own)."""
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw_handlers: dict[int, RawHandler] = {}
+        self._ps = RawParser(self)
+
+    async def subscribe_raw(self, subject: str, handler: RawHandler) -> Subscription:
+        """A subscription whose messages go straight to ``handler``, in order, from the
+        read loop itself: it must not block, and it sees status messages (no reply, a
+        ``NATS/1.0 <code>`` header block) as they are."""
+        sub = await self.subscribe(subject, cb=_unused, pending_msgs_limit=-1)
+        self.raw_handlers[sub._id] = handler
+        return sub
+
+    def count_in(self, payload: bytes) -> None:
+        self.stats["in_msgs"] += 1
+        self.stats["in_bytes"] += len(payload)
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        handler = self.raw_handlers.get(sid)
+        if handler is None:
+            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
+            return
+        self.count_in(data)
+        handler(subject, reply, data, headers)
+
+    def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
+        self.raw_handlers.pop(sid, None)
+        super()._remove_sub(sid, max_msgs)
 
     @staticmethod
     def _parse_header_lines(raw: bytes) -> dict[str, str]:
+        # nats-py checks each character of each header name for whitespace in a
+        # generator; the same result with whole-string operations.
         out: dict[str, str] = {}
         for line in raw.split(b"\r\n"):
             name, sep, value = line.partition(b":")
@@ -25,3 +72,89 @@ class Client(nats.aio.client.Client):
                 continue  # whitespace inside the name (str.isspace's, as nats-py)
             out[key] = value.strip().decode("utf-8", "replace")
         return out
+
+
+async def _unused(_msg: object) -> None:
+    raise AssertionError("a raw subscription's messages never reach a callback")
+
+
+def status_of(headers: bytes | None) -> str | None:
+    """The status code of a status message's header block (``NATS/1.0 404 ...``)."""
+    if not headers:
+        return None
+    code = headers.split(_CRLF, 1)[0][9:12].strip()
+    return code.decode() if code.isdigit() else None
+
+
+class RawParser(nats_parser.Parser):
+    """MSG and HMSG are cut out of the buffer by position, not by regular expression;
+    anything else (INFO, PING, +OK, -ERR, a split control line) goes to nats-py's parser
+    from where it stands."""
+
+    nc: Client
+
+    async def parse(self, data: bytes = b"") -> None:
+        ring = self.buf
+        ring.extend(data)
+        buf = bytes(ring)  # one copy per read; payloads are sliced out of it
+        raw = self.nc.raw_handlers
+        pos = done = 0  # parsed up to; deleted from the ring up to
+        end = len(buf)
+        try:
+            while pos < end:
+                if self.state == nats_parser.AWAITING_MSG_PAYLOAD:
+                    total = self.needed
+                    if end - pos < total + 2:
+                        break
+                    arg = self.msg_arg
+                    split = pos + self.header_needed
+                    headers = buf[pos:split] if self.header_needed else None
+                    payload = buf[split : pos + total]
+                    pos += total + 2
+                    self.header_needed = 0
+                    self.state = nats_parser.AWAITING_CONTROL_LINE
+                    handler = raw.get(arg["sid"])
+                    if handler is not None:
+                        self.nc.count_in(payload)
+                        handler(arg["subject"], arg["reply"], payload, headers)
+                        continue
+                    del ring[: pos - done]  # as nats-py: consumed before the await
+                    done = pos
+                    await self.nc._process_msg(
+                        arg["sid"], arg["subject"], arg["reply"], payload, headers
+                    )
+                    if self.buf is not ring:  # reset meanwhile (a reconnect)
+                        return
+                    continue
+                if not buf.startswith((b"MSG ", b"HMSG "), pos):
+                    break  # another operation: nats-py's parser takes it from here
+                line_end = buf.find(_CRLF, pos)
+                if line_end < 0:
+                    if end - pos > nats_parser.MAX_CONTROL_LINE_SIZE:
+                        raise ProtocolError("nats: unknown protocol")
+                    break
+                self._control_line(buf[pos:line_end].split())
+                pos = line_end + 2
+        finally:
+            if self.buf is ring:
+                del ring[: pos - done]
+        if ring and not ring.startswith((b"MSG ", b"HMSG ")):
+            await super().parse()
+
+    def _control_line(self, parts: list[bytes]) -> None:
+        headed = parts[0] == b"HMSG"
+        try:
+            if headed:
+                *arg, header_size, size = parts[1:]
+                self.header_needed = int(header_size)
+            else:
+                *arg, size = parts[1:]
+            if len(arg) not in (2, 3):
+                raise ValueError(parts)
+            self.msg_arg["subject"] = arg[0]
+            self.msg_arg["sid"] = int(arg[1])
+            self.msg_arg["reply"] = arg[2] if len(arg) == 3 else b""
+            self.needed = int(size)
+        except ValueError:
+            raise ProtocolError("nats: malformed MSG") from None
+        self.state = nats_parser.AWAITING_MSG_PAYLOAD

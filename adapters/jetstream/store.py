@@ -9,7 +9,6 @@ from typing import Any
 
 import nats
 import nats.errors
-from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -21,7 +20,7 @@ from adapters.jetstream.acks import (
     PublishRejected,
     parse_ack,
 )
-from adapters.jetstream.client import Client
+from adapters.jetstream.client import Client, status_of
 from adapters.jetstream.pipeline import Pipeline, require_connection
 from adapters.jetstream.topology import ensure_topology
 from adapters.urls import redact, server_list
@@ -284,20 +283,18 @@ class _Reader:
         )
         nc = self._store.nc
         self._inbox = nc.new_inbox()
-        self._sub = await nc.subscribe(
-            self._inbox, cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1
-        )
+        self._sub = await nc.subscribe_raw(self._inbox, self._on_msg)
         info = await self._store.js.add_consumer(self._stream, config)
         self._api = f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{info.name}"
         self._buffer, self._owed, self._lost = [], 0, False
 
-    async def _on_msg(self, msg: Msg) -> None:
-        if msg.reply:  # a stream message; status messages carry no reply subject
-            seq = _stream_seq(msg.reply)
-            self._buffer.append(StoredEvent(self._stream, seq, msg.subject, msg.data))
+    def _on_msg(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        if reply:  # a stream message; status messages carry no reply subject
+            seq = _stream_seq(reply.decode())
+            self._buffer.append(StoredEvent(self._stream, seq, subject.decode(), data))
             self._owed -= 1
         else:
-            status = (msg.headers or {}).get("Status")
+            status = status_of(headers)
             if status == "100":  # idle heartbeat
                 return
             self._owed = 0  # 404 no messages, 408 expired: the request is over

@@ -1,5 +1,7 @@
+import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,3 +60,19 @@ def test_signing_key_file_is_private_and_reused(tmp_path: Path) -> None:
     path.chmod(0o644)
     with pytest.raises(KeyFileError, match="readable by others"):
         load_or_create_signer(path)
+
+
+def test_a_key_file_appears_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process starting beside the one creating the key (two projectors at once) finds
+    no key or a whole one, never an empty file mid-write."""
+    path = tmp_path / "keys" / "cp.ed25519"
+    real_fdopen = os.fdopen
+
+    def fdopen(fd: int, *args: Any, **kwargs: Any) -> Any:
+        assert not path.exists(), "the key's path exists before its seed is written"
+        return real_fdopen(fd, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    signer = load_or_create_signer(path)
+    assert path.read_bytes() == signer.seed
+    assert list(path.parent.iterdir()) == [path]  # nothing left aside

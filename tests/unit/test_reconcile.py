@@ -18,6 +18,10 @@ from ops.bench.billing_workload import Workload, take
 SIGNER = Signer(b"\x09" * 32)
 
 
+def _with_event(d: Decoded, event: Event) -> Decoded:
+    return Decoded(d.seq, d.subject, d.body, event)
+
+
 def ledger(count: int = 600) -> list[Decoded]:
     return [decode_stored(s) for s in take(Workload(Topology(), SIGNER).events(), count)]
 
@@ -56,7 +60,7 @@ def tamper(events: list[Decoded], kind: type[Event], change: Callable[[Event], E
     """Replace the first event of ``kind`` by ``change(event)``; returns the original."""
     i = next(i for i, d in enumerate(events) if isinstance(d.event, kind))
     original = events[i]
-    events[i] = original._replace(event=change(original.event))
+    events[i] = _with_event(original, change(original.event))
     return original
 
 
@@ -98,7 +102,7 @@ def test_one_receipt_debited_twice_is_named_with_both_debits() -> None:
     first, second = debits[0], debits[1]
     assert isinstance(first.event, CustomerDebited) and isinstance(second.event, CustomerDebited)
     reused = msgspec.structs.replace(second.event, receipt=first.event.receipt)
-    events[events.index(second)] = second._replace(event=reused)
+    events[events.index(second)] = _with_event(second, reused)
     found = [d for d in fold(events).discrepancies if d.code == Code.RECEIPT_REUSED]
     assert len(found) == 1
     assert found[0].receipt_hash == first.event.receipt.receipt_hash
@@ -115,8 +119,8 @@ def test_a_release_that_returns_more_than_was_held_is_named() -> None:
     i = released[0]
     e = events[i].event
     assert isinstance(e, ReservationReleased)
-    events[i] = events[i]._replace(
-        event=msgspec.structs.replace(e, amount_wei=str(int(e.amount_wei) + 5))
+    events[i] = _with_event(
+        events[i], msgspec.structs.replace(e, amount_wei=str(int(e.amount_wei) + 5))
     )
     codes = [d.code for d in fold(events).discrepancies]
     assert Code.RELEASE_AMOUNT in codes and Code.RESERVED_CHAIN in codes
