@@ -13,7 +13,7 @@ from prometheus_client import Counter, Gauge
 
 from adapters.outages import TRANSIENT
 from domain.decoding import Decoded
-from domain.envelope import StoredEvent, decode_body, split_wire
+from domain.envelope import StoredEvent, body_of
 from domain.events import type_names
 from domain.partitions import WHOLE, Partition
 from domain.ports import EventReader, EventStore
@@ -54,7 +54,7 @@ _SEQ = attrgetter("seq")
 def by_type(events: Iterable[StoredEvent]) -> Typed:
     typed: defaultdict[str, list[Decoded]] = defaultdict(list)
     for event in events:
-        body = decode_body(split_wire(event.data).body)
+        body = body_of(event.data)
         typed[body.type].append(Decoded(event.seq, event.subject, body))
     return typed
 

@@ -1,6 +1,6 @@
 """Typed views of stored events."""
 
-from domain.envelope import EnvelopeBody, StoredEvent, decode_body, event_hash, split_wire
+from domain.envelope import EnvelopeBody, StoredEvent, body_of, event_hash, split_wire
 from domain.events import Event, decode_payload
 
 
@@ -32,7 +32,7 @@ def decode_stored(stored: StoredEvent) -> Decoded:
     """Decode without verifying signatures: for data that came from our own log.
     (`b3iq audit verify` proves the log separately; verifying on every read would cap
     replay at signature speed.)"""
-    body = decode_body(split_wire(stored.data).body)
+    body = body_of(stored.data)
     event = decode_payload(body.type, body.schema_version, body.payload)
     return Decoded(stored.seq, stored.subject, body, event)
 
