@@ -44,7 +44,7 @@ class InMemoryEventStore:
             return AppendResult(stream.name, min(known), max(known), duplicate=True)
         current = stream.last_by_subject.get(subject, 0)
         if expected_last_seq is not None and current != expected_last_seq:
-            raise ConcurrencyConflict(subject)
+            raise ConcurrencyConflict(subject, stream.events[current - 1] if current else None)
         if expected_stream_seq is not None and len(stream.events) != expected_stream_seq:
             raise ConcurrencyConflict(subject)
         first = len(stream.events) + 1

@@ -57,9 +57,11 @@ class Recorder:
         """
         attempts = 1 if expected_stream_seq is not None else self.max_attempts
         raced = 0
+        known: StoredEvent | None = None  # the tail as read by the store refusing us
         for attempt in range(attempts):
             remembered = self._tails.get(subject) if attempt == 0 else None
-            tail = remembered or await self.store.last(subject)
+            tail = remembered or known or await self.store.last(subject)
+            known = None
             events = decide(None if tail is None else decode_stored(tail))
             if not events:
                 return None
@@ -77,14 +79,15 @@ class Recorder:
                     tail.seq if tail else 0,
                     expected_stream_seq=expected_stream_seq,
                 )
-            except ConcurrencyConflict:
+            except ConcurrencyConflict as conflict:
                 self._tails.pop(subject, None)
                 if attempt + 1 == attempts:
                     raise
                 if remembered is None:  # a writer passed the tail we had just read: back off
                     raced += 1
                     await asyncio.sleep(random.uniform(0, 0.002 * 2 ** (raced - 1)))  # noqa: S311
-                # else another process moved the subject on since we wrote it: read, retry now
+                else:  # another process moved the subject on since we wrote: retry now, on
+                    known = conflict.tail  # the tail the refusal read (if it did)
                 continue
             self._remember(StoredEvent(result.stream, result.last_seq, subject, sealed[-1].data))
             return result

@@ -22,9 +22,12 @@ class ConcurrencyConflict(Exception):
     """Another writer appended first (to the subject, or to the stream); nothing was
     written. Reload and decide again."""
 
-    def __init__(self, subject: str) -> None:
+    def __init__(self, subject: str, tail: StoredEvent | None = None) -> None:
         super().__init__(f"{subject}: moved on since the events were decided")
         self.subject = subject
+        self.tail = tail
+        """The subject's last event as read once the append was refused, where the store
+        read it anyway: the retry can decide on it without reading again."""
 
 
 class StoreUnavailable(Exception):

@@ -165,19 +165,17 @@ class JetStreamEventStore:
             return landed or AppendResult(stream, 0, 0, duplicate=True)
         if exc.err_code == WRONG_LAST_SEQUENCE and conditional:
             # Our own earlier attempt may have landed (a lost ack): then this is a retry.
-            landed = await self._already_appended(subject, events)
+            tail = await self.last(subject)
+            landed = _landed(tail, events)
             if landed is None:
-                raise ConcurrencyConflict(subject) from None
+                raise ConcurrencyConflict(subject, tail) from None
             return landed
         raise exc
 
     async def _already_appended(
         self, subject: str, events: Sequence[Sealed]
     ) -> AppendResult | None:
-        tail = await self.last(subject)
-        if tail is None or split_event_id(tail.data) != events[-1].event_id:
-            return None
-        return AppendResult(tail.stream, tail.seq - len(events) + 1, tail.seq, duplicate=True)
+        return _landed(await self.last(subject), events)
 
     async def append_many(self, items: Sequence[tuple[str, Sealed]]) -> list[AppendResult]:
         try:
@@ -236,6 +234,13 @@ class JetStreamEventStore:
 
     async def reader(self, stream: str, from_seq: int) -> EventReader:
         return _Reader(self, stream, from_seq)
+
+
+def _landed(tail: StoredEvent | None, events: Sequence[Sealed]) -> AppendResult | None:
+    """``events``' place when ``tail`` is the last of them: they landed before."""
+    if tail is None or split_event_id(tail.data) != events[-1].event_id:
+        return None
+    return AppendResult(tail.stream, tail.seq - len(events) + 1, tail.seq, duplicate=True)
 
 
 def _conditions(sealed: Sealed, expected_last_seq: int | None) -> dict[str, str]:

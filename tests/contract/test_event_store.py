@@ -89,8 +89,9 @@ async def test_stale_expected_sequence_conflicts_and_writes_nothing(
 ) -> None:
     subject = topology.subject("node", "n1")
     await store.append(subject, sealed(subject, signer, [enrolled("n1", signer)]), 0)
-    with pytest.raises(ConcurrencyConflict):
+    with pytest.raises(ConcurrencyConflict) as refused:
         await store.append(subject, sealed(subject, signer, [heartbeat("n1", 1, signer)]), 0)
+    assert refused.value.tail == await store.last(subject)  # the retry decides on it
     with pytest.raises(ConcurrencyConflict):  # a batch: all or nothing
         two = [heartbeat("n1", 1, signer), heartbeat("n1", 2, signer)]
         await store.append(subject, sealed(subject, signer, two), 7)
