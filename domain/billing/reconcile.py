@@ -188,6 +188,22 @@ class LedgerFold:
         self.up_to_seq = 0
         self.last_at: datetime | None = None
         self.by_type: Counter[str] = Counter()
+        self._steps = {
+            t.__name__: step
+            for step, types in (
+                (self._credit, (CreditGranted, CreditAdjusted)),
+                (self._policy, (CustomerPolicySet,)),
+                (
+                    self._reservation_step,
+                    (ReservationCreated, ReservationClaimed, ReservationAwaitingReceipt),
+                ),
+                (self._debit, (CustomerDebited,)),
+                (self._payout, (NodePayoutCreated,)),
+                (self._release, (ReservationReleased,)),
+            )
+            for t in types
+        }
+        """What each customer event type does to the books, by type name."""
 
     # --- input --------------------------------------------------------------------------
 
@@ -235,24 +251,23 @@ class LedgerFold:
                 Code.UNKNOWN_CUSTOMER, "event before CustomerCreated", ref, customer_id=cid
             )
             c = self.customers[cid] = Customer(cid, DEFAULT_WINDOW_S)
-        if isinstance(e, CreditGranted | CreditAdjusted):
-            c.balance += int(e.amount_wei)
-        elif isinstance(e, CustomerPolicySet):
-            c.window_s = e.policy.spend_window_s
-        elif isinstance(e, ReservationCreated | ReservationClaimed | ReservationAwaitingReceipt):
-            self._reservation_step(c, ref, e)
-        elif isinstance(e, CustomerDebited):
-            self._debit(c, ref, at, e)
-        elif isinstance(e, NodePayoutCreated):
-            self._payout(c, ref, e)
-        elif isinstance(e, ReservationReleased):
-            self._release(c, ref, e)
+        step = self._steps.get(ref.type)
+        if step is not None:
+            step(c, ref, at, e)
         if ref.type in ENTRY_TYPES:
             c.entries += 1
         self._check_totals(c, ref, e)
         c.last = ref
         if e.account is not None:
             c.append_no += 1
+
+    def _credit(self, c: Customer, _ref: Ref, _at: datetime, e: CustomerEvent) -> None:
+        assert isinstance(e, CreditGranted | CreditAdjusted)
+        c.balance += int(e.amount_wei)
+
+    def _policy(self, c: Customer, _ref: Ref, _at: datetime, e: CustomerEvent) -> None:
+        assert isinstance(e, CustomerPolicySet)
+        c.window_s = e.policy.spend_window_s
 
     def _check_totals(self, c: Customer, ref: Ref, e: CustomerEvent) -> None:
         cid = c.customer_id
@@ -293,12 +308,8 @@ class LedgerFold:
             return None
         return r
 
-    def _reservation_step(
-        self,
-        c: Customer,
-        ref: Ref,
-        e: ReservationCreated | ReservationClaimed | ReservationAwaitingReceipt,
-    ) -> None:
+    def _reservation_step(self, c: Customer, ref: Ref, _at: datetime, e: CustomerEvent) -> None:
+        assert isinstance(e, ReservationCreated | ReservationClaimed | ReservationAwaitingReceipt)
         rid = e.reservation_id
         if isinstance(e, ReservationCreated):
             if rid in self.reservations:
@@ -315,7 +326,8 @@ class LedgerFold:
             r.state = "claimed" if isinstance(e, ReservationClaimed) else "awaiting_receipt"
             r.node_id = e.node_id
 
-    def _debit(self, c: Customer, ref: Ref, at: datetime, e: CustomerDebited) -> None:
+    def _debit(self, c: Customer, ref: Ref, at: datetime, e: CustomerEvent) -> None:
+        assert isinstance(e, CustomerDebited)
         amount, rid, rhash = int(e.amount_wei), e.reservation_id, e.receipt.receipt_hash
         c.balance -= amount
         c.reserved -= amount
@@ -341,7 +353,8 @@ class LedgerFold:
         r.debit, r.debit_ref, r.debit_append = amount, ref, c.append_no
         r.receipt_hash, r.node_id, r.state = rhash, e.receipt.body.node_id, SETTLED
 
-    def _payout(self, c: Customer, ref: Ref, e: NodePayoutCreated) -> None:
+    def _payout(self, c: Customer, ref: Ref, _at: datetime, e: CustomerEvent) -> None:
+        assert isinstance(e, NodePayoutCreated)
         rid, pid = e.reservation_id, e.payout_id
         who = {"customer_id": c.customer_id, "reservation_id": rid, "payout_id": pid}
         if pid in self.payouts:
@@ -371,7 +384,8 @@ class LedgerFold:
             detail = f"payout {e.amount_wei} + fee {e.fee_wei} != debit {r.debit}"
             self._report(Code.PAYOUT_AMOUNT, detail, r.debit_ref, ref, **who)
 
-    def _release(self, c: Customer, ref: Ref, e: ReservationReleased) -> None:
+    def _release(self, c: Customer, ref: Ref, _at: datetime, e: CustomerEvent) -> None:
+        assert isinstance(e, ReservationReleased)
         amount, rid = int(e.amount_wei), e.reservation_id
         c.reserved -= amount
         r = self._open(c, ref, rid)
