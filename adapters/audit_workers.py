@@ -119,7 +119,7 @@ class ParallelChecks:
         self._turn = 0
 
     def __enter__(self) -> "ParallelChecks":
-        with _main_unseen():
+        with main_unseen():
             for worker in self._workers:
                 worker.process.start()
         return self
@@ -169,7 +169,7 @@ class ParallelChecks:
 
 
 @contextmanager
-def _main_unseen() -> Iterator[None]:
+def main_unseen() -> Iterator[None]:
     """Workers need only this module, but spawn imports the parent's main module in each
     too: for the CLI that is everything, over a second of CPU per worker. Started while
     __main__ names no module or file, they skip it."""

@@ -19,9 +19,9 @@ from adapters.heap import keep_heap_trimmed
 from adapters.http.app import create_app
 from adapters.postgres import create_pool, migrate
 from adapters.projector import ProjectionRunner, runner_name, stream_of
+from adapters.replay_processes import ReplayAt, replay_in_processes
 from adapters.settings import Settings
 from adapters.stale_sweeper import StaleSweeper
-from adapters.stream_replay import replay_all
 from adapters.work_sharing import Work, WorkSharing
 from domain.partitions import WHOLE, Partition, split
 from domain.streams import Topology
@@ -185,6 +185,7 @@ async def rebuild(
     keep: bool = False,
     swap: bool = False,
     partitions: int | None = None,
+    jobs: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> RebuildReport:
     """Project the whole log from sequence 1 into a fresh schema and compare it with the
@@ -194,7 +195,8 @@ async def rebuild(
 
     Each partition is replayed as far as its live counterpart. ``partitions``: split the
     rebuilt read models that many ways instead of as the live ones are (swapped in, they
-    stop projectors started with another count: restart them with this one)."""
+    stop projectors started with another count: restart them with this one). ``jobs``: the
+    projections replay in that many processes at once."""
     schema = "rebuild_" + datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
     await migrate(settings.database_url, schema)
     plane = await bootstrap(settings)
@@ -203,12 +205,20 @@ async def rebuild(
         settings.database_url, schema=schema, max_size=len(all_projections()) + 1
     )
     started, events = time.perf_counter(), 0
+    at = ReplayAt(
+        settings.nats_url,
+        plane.topology.prefix,
+        settings.stream_replicas,
+        settings.database_url,
+        schema,
+        settings.projection_batch,
+    )
     tables = [t for p in all_projections() for t in p.tables]
     try:
         for _attempt in range(3):  # the live side may move on while we compare: try again
             live = await _live_positions(plane)
             targets = await _targets(plane, scratch, live, partitions)
-            events += await replay_all(plane.store, targets, settings.projection_batch, progress)
+            events += await replay_in_processes(plane.store, at, targets, jobs, progress)
             async with scratch.acquire() as conn:
                 found = [await compare_table(conn, "public", schema, t) for t in tables]
             if await _live_positions(plane) == live:

@@ -158,6 +158,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 keep=args.keep,
                 swap=args.swap,
                 partitions=args.partitions,
+                jobs=args.jobs,
                 progress=update,
             )
         )
@@ -235,6 +236,13 @@ def add_audit_commands(sub: Any) -> None:
         type=int,
         help="split the rebuilt projections this many ways (with --swap: how to change"
         " `b3iq projector --partitions`; restart every projector with the new count)",
+    )
+
+    replay.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="replay in this many processes at once (default: one per CPU)",
     )
 
     check = command("check-proof", cmd_check_proof, "check a proof printed by `audit prove`")

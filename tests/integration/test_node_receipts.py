@@ -122,7 +122,7 @@ async def test_a_batch_is_recorded_once_however_often_it_arrives(cp: Harness) ->
         read_log(cp.plane.store, cp.plane.topology), cp.plane.topology, cp.plane.pool
     )
     assert (report.discrepancies, report.receipts) == ([], 0)  # not paid work
-    rebuilt = await rebuild(cp.plane.settings)
+    rebuilt = await rebuild(cp.plane.settings, jobs=2)
     assert "node_receipts" in rebuilt.tables
     assert rebuilt.differences == []
 

@@ -73,7 +73,9 @@ def settings_for(servers: Servers, database_url: str, topology: Topology, tmp: P
     )
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
 async def test_projection_matches_a_clean_rebuild(
+    jobs: int,
     js_store: JetStreamEventStore,
     topology: Topology,
     signer: Signer,
@@ -87,7 +89,7 @@ async def test_projection_matches_a_clean_rebuild(
     tables = await snapshot(pool)
     assert len(tables["nodes"]) == NODES
     assert sum(r[5] for r in tables["node_heartbeats"]) == 3000  # heartbeat_count
-    report = await rebuild(settings_for(servers, database_url, topology, tmp_path))
+    report = await rebuild(settings_for(servers, database_url, topology, tmp_path), jobs=jobs)
     assert report.differences == []
     assert report.events >= 3000 + NODES
 
