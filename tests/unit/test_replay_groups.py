@@ -1,0 +1,30 @@
+"""How a replay's projections are shared among processes."""
+
+from types import SimpleNamespace
+from typing import Any
+
+from adapters.replay_processes import groups_of
+from domain.partitions import WHOLE, Partition
+
+
+def _runner(name: str, partition: Partition = WHOLE) -> Any:
+    return SimpleNamespace(projection=SimpleNamespace(name=name), partition=partition)
+
+
+NAMES = ["signer_keys", "nodes", "heartbeats", "protocol", "commands", "routes",
+         "route_probes", "benchmarks", "billing", "node_receipts"]  # fmt: skip
+
+
+def test_billing_replays_alone_and_the_rest_together() -> None:
+    first, second = groups_of([(_runner(n), 100) for n in NAMES], jobs=2)
+    assert [r.projection for r in first] == ["billing"]
+    assert sorted(r.projection for r in second) == sorted(set(NAMES) - {"billing"})
+    assert all(r.target == 100 for r in (*first, *second))
+
+
+def test_no_more_groups_than_runners_and_every_runner_once() -> None:
+    runners = [(_runner("heartbeats", Partition(i, 3)), 7) for i in range(3)]
+    groups = groups_of(runners, jobs=8)
+    assert len(groups) == 3
+    assert sorted(r.partition.index for g in groups for r in g) == [0, 1, 2]
+    assert len(groups_of(runners, jobs=1)) == 1
