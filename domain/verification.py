@@ -133,7 +133,7 @@ def self_published_key(stored: StoredEvent) -> bytes | None:
     try:
         wire = split_wire(stored.data)
         body = decode_body(wire.body)
-        if body.type not in type_names(SignerKeyPublished):
+        if body.type != SignerKeyPublished.__name__:
             return None
         event = decode_payload(body.type, body.schema_version, body.payload)
         assert isinstance(event, SignerKeyPublished)

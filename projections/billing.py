@@ -48,6 +48,9 @@ ENTRY_KINDS = {
     )
 }
 """By event type name: the events decoded here are lean subclasses of these."""
+# Tuples, not ``A | B``, which builds a union object on every call of a per-event check.
+_POLICY_EVENTS = (CustomerCreated, CustomerPolicySet)
+_KEY_EVENTS = (GatewayKeyIssued, GatewayKeyPolicySet, GatewayKeyRevoked)
 
 
 def _params(columns: tuple[str, ...]) -> str:
@@ -190,7 +193,7 @@ class _Batch:
         )
         if isinstance(e, CustomerCreated):
             row.update(name=e.name, created_at=p.body.occurred_at)
-        if isinstance(e, CustomerCreated | CustomerPolicySet):
+        if isinstance(e, _POLICY_EVENTS):
             row["policy"] = _json.encode(e.policy).decode()
         kind = ENTRY_KINDS.get(p.body.type)
         if kind is not None:
@@ -249,7 +252,7 @@ class _Batch:
                 row["debited_wei"] = "0"
 
     def key(self, p: Decoded, e: CustomerEvent) -> None:
-        if not isinstance(e, GatewayKeyIssued | GatewayKeyPolicySet | GatewayKeyRevoked):
+        if not isinstance(e, _KEY_EVENTS):
             return
         row = self.keys.setdefault(e.key_id, {"customer_id": e.customer_id})
         row["updated_at"] = p.body.occurred_at

@@ -59,6 +59,12 @@ RELEVANT_TYPES = frozenset(
 )
 
 
+# Tuples, not ``A | B``: that builds a union object on every call, and these are checked
+# on every event of a fold.
+_CREDITS = (CreditGranted, CreditAdjusted)
+_RESERVATION_STEPS = (ReservationCreated, ReservationClaimed, ReservationAwaitingReceipt)
+
+
 class _Body(msgspec.Struct, frozen=True):
     event_id: str
     type: str
@@ -191,12 +197,9 @@ class LedgerFold:
         self._steps = {
             t.__name__: step
             for step, types in (
-                (self._credit, (CreditGranted, CreditAdjusted)),
+                (self._credit, _CREDITS),
                 (self._policy, (CustomerPolicySet,)),
-                (
-                    self._reservation_step,
-                    (ReservationCreated, ReservationClaimed, ReservationAwaitingReceipt),
-                ),
+                (self._reservation_step, _RESERVATION_STEPS),
                 (self._debit, (CustomerDebited,)),
                 (self._payout, (NodePayoutCreated,)),
                 (self._release, (ReservationReleased,)),
@@ -262,7 +265,7 @@ class LedgerFold:
             c.append_no += 1
 
     def _credit(self, c: Customer, _ref: Ref, _at: datetime, e: CustomerEvent) -> None:
-        assert isinstance(e, CreditGranted | CreditAdjusted)
+        assert isinstance(e, _CREDITS)
         c.balance += int(e.amount_wei)
 
     def _policy(self, c: Customer, _ref: Ref, _at: datetime, e: CustomerEvent) -> None:
@@ -309,7 +312,7 @@ class LedgerFold:
         return r
 
     def _reservation_step(self, c: Customer, ref: Ref, _at: datetime, e: CustomerEvent) -> None:
-        assert isinstance(e, ReservationCreated | ReservationClaimed | ReservationAwaitingReceipt)
+        assert isinstance(e, _RESERVATION_STEPS)
         rid = e.reservation_id
         if isinstance(e, ReservationCreated):
             if rid in self.reservations:
