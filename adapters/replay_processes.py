@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from adapters.audit_workers import main_unseen
+from adapters.postgres import DatabaseUnavailable, create_pool
 from adapters.projector import ProjectionRunner
 from adapters.stream_replay import Progress, replay_all
 from domain.partitions import Partition
-from domain.ports import EventStore
+from domain.ports import EventStore, StoreUnavailable
 from domain.streams import Topology
 
 WEIGHTS = {"billing": 9.0}
@@ -69,7 +70,6 @@ def _child(
 ) -> None:
     # Imported here: the parent needs none of it to hand out the work.
     from adapters.jetstream import JetStreamEventStore
-    from adapters.postgres import create_pool
     from projections.catalog import all_projections
 
     async def run() -> int:
@@ -106,8 +106,10 @@ def _child(
 
     try:
         out.put(("done", asyncio.run(run())))
+    except (StoreUnavailable, DatabaseUnavailable) as exc:
+        out.put(("failed", exc))  # raised again as itself: the CLI says which server is away
     except BaseException:
-        out.put(("failed", traceback.format_exc()))
+        out.put(("failed", ReplayFailed(traceback.format_exc())))
 
 
 async def replay_in_processes(
@@ -145,7 +147,7 @@ async def replay_in_processes(
             elif message[0] == "done":
                 read, running = read + message[1], running - 1
             else:
-                raise ReplayFailed(message[1])
+                raise message[1]
     finally:
         for child in children:
             if child.is_alive():
@@ -161,4 +163,4 @@ def _next(out: "multiprocessing.Queue[tuple[Any, ...]]", children: list[Any]) ->
             return out.get(timeout=1.0)
         if not any(c.is_alive() for c in children) and out.empty():
             codes = [c.exitcode for c in children]
-            return ("failed", f"replay processes exited with {codes} before finishing")
+            return ("failed", ReplayFailed(f"replay processes exited with {codes} early"))

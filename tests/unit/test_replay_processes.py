@@ -1,10 +1,14 @@
-"""How a replay's projections are shared among processes."""
+"""How a replay's projections are shared among processes, and what a failing one says."""
 
 from types import SimpleNamespace
 from typing import Any
 
-from adapters.replay_processes import groups_of
+import pytest
+
+from adapters.replay_processes import ReplayAt, groups_of, replay_in_processes
 from domain.partitions import WHOLE, Partition
+from domain.ports import StoreUnavailable
+from ops.devstack.nats_server import free_port
 
 
 def _runner(name: str, partition: Partition = WHOLE) -> Any:
@@ -28,3 +32,13 @@ def test_no_more_groups_than_runners_and_every_runner_once() -> None:
     assert len(groups) == 3
     assert sorted(r.partition.index for g in groups for r in g) == [0, 1, 2]
     assert len(groups_of(runners, jobs=1)) == 1
+
+
+async def test_a_group_that_cannot_reach_nats_says_so_as_itself() -> None:
+    """The CLI answers StoreUnavailable with a one-line error and its exit code; a child's
+    failure must reach it as that, not as a traceback."""
+    away = f"nats://127.0.0.1:{free_port()}"
+    at = ReplayAt(away, "t", 1, f"postgresql://x@127.0.0.1:{free_port()}/x", "s", 100)
+    runners = [(_runner(n), 1) for n in ("billing", "nodes")]
+    with pytest.raises(StoreUnavailable):
+        await replay_in_processes(None, at, runners, jobs=2)  # type: ignore[arg-type]
