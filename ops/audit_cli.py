@@ -237,7 +237,6 @@ def add_audit_commands(sub: Any) -> None:
         help="split the rebuilt projections this many ways (with --swap: how to change"
         " `b3iq projector --partitions`; restart every projector with the new count)",
     )
-
     replay.add_argument(
         "--jobs",
         type=int,

@@ -244,22 +244,18 @@ async def close_store(store: JetStreamEventStore) -> None:
 # --- 1. sequential conditional appends ------------------------------------------------
 
 
-def replaying(plan: Iterator[Event]) -> Decide:
-    """A decision that appends the plan's next event, whatever the tail holds."""
-
-    def decide(_tail: Decoded | None) -> list[Event]:
-        return [next(plan)]
-
-    return decide
-
-
 def appending(plan: Iterator[list[Event]]) -> Decide:
-    """A decision that appends the plan's next events together."""
+    """A decision that appends the plan's next events together, whatever the tail holds."""
 
     def decide(_tail: Decoded | None) -> list[Event]:
         return next(plan)
 
     return decide
+
+
+def replaying(plan: Iterator[Event]) -> Decide:
+    """A decision that appends the plan's next event."""
+    return appending([event] for event in plan)
 
 
 async def sequential_appends(env: Env, signer: Signer, sizes: Sizes) -> list[Row]:
