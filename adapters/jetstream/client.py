@@ -86,6 +86,10 @@ def status_of(headers: bytes | None) -> str | None:
     return code.decode() if code.isdigit() else None
 
 
+_MSG_OPS = (b"MSG ", b"HMSG ")
+_PAYLOAD = nats_parser.AWAITING_MSG_PAYLOAD
+
+
 class RawParser(nats_parser.Parser):
     """MSG and HMSG are cut out of the buffer by position, not by regular expression;
     anything else (INFO, PING, +OK, -ERR, a split control line) goes to nats-py's parser
@@ -102,59 +106,67 @@ class RawParser(nats_parser.Parser):
         end = len(buf)
         try:
             while pos < end:
-                if self.state == nats_parser.AWAITING_MSG_PAYLOAD:
-                    total = self.needed
-                    if end - pos < total + 2:
-                        break
-                    arg = self.msg_arg
-                    split = pos + self.header_needed
-                    headers = buf[pos:split] if self.header_needed else None
-                    payload = buf[split : pos + total]
-                    pos += total + 2
-                    self.header_needed = 0
+                if self.state == _PAYLOAD:  # the rest of a message the last read cut short
                     self.state = nats_parser.AWAITING_CONTROL_LINE
-                    handler = raw.get(arg["sid"])
-                    if handler is not None:
-                        self.nc.count_in(payload)
-                        handler(arg["subject"], arg["reply"], payload, headers)
-                        continue
-                    del ring[: pos - done]  # as nats-py: consumed before the await
-                    done = pos
-                    await self.nc._process_msg(
-                        arg["sid"], arg["subject"], arg["reply"], payload, headers
-                    )
-                    if self.buf is not ring:  # reset meanwhile (a reconnect)
-                        return
-                    continue
-                if not buf.startswith((b"MSG ", b"HMSG "), pos):
-                    break  # another operation: nats-py's parser takes it from here
-                line_end = buf.find(_CRLF, pos)
-                if line_end < 0:
-                    if end - pos > nats_parser.MAX_CONTROL_LINE_SIZE:
-                        raise ProtocolError("nats: unknown protocol")
+                    arg = self.msg_arg
+                    subject, sid, reply = arg["subject"], arg["sid"], arg["reply"]
+                    header_size, size = self.header_needed, self.needed
+                    self.header_needed = 0
+                else:
+                    if not buf.startswith(_MSG_OPS, pos):
+                        break  # another operation: nats-py's parser takes it from here
+                    line_end = buf.find(_CRLF, pos)
+                    if line_end < 0:
+                        if end - pos > nats_parser.MAX_CONTROL_LINE_SIZE:
+                            raise ProtocolError("nats: unknown protocol")
+                        break
+                    subject, sid, reply, header_size, size = _msg_line(buf[pos:line_end])
+                    pos = line_end + 2
+                if end - pos < size + 2:  # wait for the rest, in nats-py's own state
+                    self.msg_arg.update(subject=subject, sid=sid, reply=reply)
+                    self.header_needed, self.needed, self.state = header_size, size, _PAYLOAD
                     break
-                self._control_line(buf[pos:line_end].split())
-                pos = line_end + 2
+                split = pos + header_size
+                headers = buf[pos:split] if header_size else None
+                payload = buf[split : pos + size]
+                pos += size + 2
+                handler = raw.get(sid)
+                if handler is not None:
+                    self.nc.count_in(payload)
+                    handler(subject, reply, payload, headers)
+                    continue
+                del ring[: pos - done]  # as nats-py: consumed before the await
+                done = pos
+                await self.nc._process_msg(sid, subject, reply, payload, headers)
+                if self.buf is not ring:  # reset meanwhile (a reconnect)
+                    return
         finally:
             if self.buf is ring:
                 del ring[: pos - done]
-        if ring and not ring.startswith((b"MSG ", b"HMSG ")):
+        if ring and not ring.startswith(_MSG_OPS):
             await super().parse()
 
-    def _control_line(self, parts: list[bytes]) -> None:
-        headed = parts[0] == b"HMSG"
-        try:
-            if headed:
-                *arg, header_size, size = parts[1:]
-                self.header_needed = int(header_size)
+
+def _msg_line(line: bytes) -> tuple[bytes, int, bytes, int, int]:
+    """(subject, sid, reply, header size, total size) of a MSG or HMSG control line."""
+    parts = line.split()
+    try:
+        if parts[0] == b"HMSG":
+            if len(parts) == 6:
+                _, subject, sid, reply, header_size, size = parts
+            elif len(parts) == 5:
+                _, subject, sid, header_size, size = parts
+                reply = b""
             else:
-                *arg, size = parts[1:]
-            if len(arg) not in (2, 3):
                 raise ValueError(parts)
-            self.msg_arg["subject"] = arg[0]
-            self.msg_arg["sid"] = int(arg[1])
-            self.msg_arg["reply"] = arg[2] if len(arg) == 3 else b""
-            self.needed = int(size)
-        except ValueError:
-            raise ProtocolError("nats: malformed MSG") from None
-        self.state = nats_parser.AWAITING_MSG_PAYLOAD
+            return subject, int(sid), reply, int(header_size), int(size)
+        if len(parts) == 5:
+            _, subject, sid, reply, size = parts
+        elif len(parts) == 4:
+            _, subject, sid, size = parts
+            reply = b""
+        else:
+            raise ValueError(parts)
+        return subject, int(sid), reply, 0, int(size)
+    except ValueError:
+        raise ProtocolError("nats: malformed MSG") from None

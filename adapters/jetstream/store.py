@@ -295,7 +295,7 @@ class _Reader:
 
     def _on_msg(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         if reply:  # a stream message; status messages carry no reply subject
-            seq = _stream_seq(reply.decode())
+            seq = _stream_seq(reply)
             self._buffer.append(StoredEvent(self._stream, seq, subject.decode(), data))
             self._owed -= 1
         else:
@@ -376,11 +376,11 @@ class _Reader:
         await self._drop()
 
 
-def _stream_seq(reply: str) -> int:
+def _stream_seq(reply: bytes) -> int:
     """The stream sequence in a JetStream ack subject:
     $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> (v1), or with
     <domain>.<account hash> after $JS.ACK and an optional token at the end (v2)."""
-    tokens = reply.split(".")
+    tokens = reply.split(b".")
     return int(tokens[5] if len(tokens) == 9 else tokens[7])
 
 
