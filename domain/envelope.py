@@ -31,7 +31,7 @@ class WireEnvelope(msgspec.Struct, frozen=True):
     sig: str
 
 
-class StoredEvent(msgspec.Struct, frozen=True):
+class StoredEvent(msgspec.Struct, frozen=True, gc=False):
     """One message as the log holds it: where it sits, and its exact bytes."""
 
     stream: str

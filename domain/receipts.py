@@ -13,7 +13,7 @@ from domain.signing import Keyring, Signer
 RECEIPT_VERSION = 1
 
 
-class Usage(msgspec.Struct, frozen=True):
+class Usage(msgspec.Struct, frozen=True, gc=False):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int

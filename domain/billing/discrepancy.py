@@ -35,7 +35,7 @@ class Code(StrEnum):
     READ_MODEL_EXTRA = "read_model_extra_row"
 
 
-class Ref(msgspec.Struct, frozen=True):
+class Ref(msgspec.Struct, frozen=True, gc=False):
     """One event of the ledger: where it sits and what it is."""
 
     seq: int

@@ -14,7 +14,7 @@ from domain.events import Event, decode_payload
 from domain.events.billing import CUSTOMER_EVENTS
 
 
-class AccountTotals(msgspec.Struct, frozen=True, kw_only=True):
+class AccountTotals(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     balance_wei: str
     reserved_wei: str
 
