@@ -40,21 +40,43 @@ class AccountLanes:
         self._max_batch = max_batch
         self._pending: dict[str, list[_Pending]] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._later: dict[str, list[_Pending]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self.seen: dict[str, AccountState] = {}
         """The latest account each lane decided on (a hint for reads, never for money)."""
 
     def subject(self, customer_id: str) -> str:
         return self.recorder.topology.subject("customer", customer_id)
 
-    async def submit(self, customer_id: str, op: Op[R]) -> R:
-        """The decision's outcome once its events are on the log; raises its Refused."""
-        subject = self.subject(customer_id)  # a bad id fails here, alone
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(customer_id, []).append((op, future))
-        if customer_id not in self._running:
-            task = asyncio.create_task(self._drain(customer_id, subject))
-            self._running[customer_id] = task
+    async def submit(self, customer_id: str, op: Op[R], *, after_s: float = 0.0) -> R:
+        """The decision's outcome once its events are on the log; raises its Refused.
+
+        ``after_s``: the decision may wait this long, gathering with others that may wait
+        too, and all of them go out as one append. A settlement is three events, and
+        JetStream syncs a batch of several to disk while holding the stream: appended one
+        by one they held up the next request's reservation; gathered, they hold it up
+        once per ``after_s``."""
+        self.subject(customer_id)  # a bad id fails here, alone
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        if after_s > 0:
+            self._later.setdefault(customer_id, []).append((op, future))
+            if customer_id not in self._timers:
+                self._timers[customer_id] = loop.call_later(after_s, self._due, customer_id)
+        else:
+            self._pending.setdefault(customer_id, []).append((op, future))
+            self._start(customer_id)
         return await future
+
+    def _due(self, customer_id: str) -> None:
+        self._timers.pop(customer_id, None)
+        self._pending.setdefault(customer_id, []).extend(self._later.pop(customer_id, []))
+        self._start(customer_id)
+
+    def _start(self, customer_id: str) -> None:
+        if customer_id not in self._running:
+            task = asyncio.create_task(self._drain(customer_id, self.subject(customer_id)))
+            self._running[customer_id] = task
 
     async def _drain(self, customer_id: str, subject: str) -> None:
         try:
@@ -112,6 +134,9 @@ class AccountLanes:
         return await self.recorder.record(subject, decide)
 
     async def close(self) -> None:
-        """Wait for every lane to finish what it holds."""
+        """Send what waits now, and wait for every lane to finish what it holds."""
+        for customer_id, timer in list(self._timers.items()):
+            timer.cancel()
+            self._due(customer_id)
         while self._running:
             await asyncio.gather(*self._running.values(), return_exceptions=True)

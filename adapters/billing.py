@@ -171,9 +171,15 @@ class Billing:
     def fee_bps(self) -> int:
         return self.lanes.rules.fee_bps
 
-    async def submit(self, customer_id: str, op: Callable[[Books], tuple[list[Event], R]]) -> R:
+    async def submit(
+        self,
+        customer_id: str,
+        op: Callable[[Books], tuple[list[Event], R]],
+        *,
+        after_s: float = 0.0,
+    ) -> R:
         try:
-            return await self.lanes.submit(customer_id, op)
+            return await self.lanes.submit(customer_id, op, after_s=after_s)
         except Refused as refused:
             raise billing_error(refused.code, refused.reason) from None
         except ValueError:  # not a valid subject token: no such customer
@@ -365,10 +371,16 @@ class Billing:
         return _reservation(reservation.customer_id, found, existing=False)
 
     async def settle(
-        self, reservation: Reservation, receipt: Receipt, node_keys: Keyring
+        self,
+        reservation: Reservation,
+        receipt: Receipt,
+        node_keys: Keyring,
+        *,
+        after_s: float = 0.0,
     ) -> Settlement:
         """Verify the receipt (hash over its body, then the node's signature), then debit,
-        owe the node and release the rest in one append. Refused receipts append nothing."""
+        owe the node and release the rest in one append. Refused receipts append nothing.
+        ``after_s``: the append may wait that long to go out with other settlements."""
         problem = verify_receipt(receipt, node_keys)
         if problem is not None:
             raise billing_error(problem, "the receipt does not verify")
@@ -379,7 +391,7 @@ class Billing:
             return events, (bool(events), b.closed.get(rid) or b.finished[rid])
 
         try:
-            created, done = await self.submit(reservation.customer_id, op)
+            created, done = await self.submit(reservation.customer_id, op, after_s=after_s)
         except ApiError as exc:
             earlier = (
                 await self._finished_before(reservation.customer_id, rid)

@@ -39,6 +39,9 @@ FAILED_NODE_PAUSE_S = 30.0
 CACHE_S = 1.0
 """Keys and candidate lists are reused this long: both change rarely, and a stale
 candidate costs only a retry."""
+SETTLE_AFTER_S = 0.05
+"""A settlement appended after its answer left waits this long for others to go with it
+(see ``AccountLanes.submit``); what it holds stays reserved meanwhile."""
 TEMPLATE_TOKENS_PER_MESSAGE = 32
 """Chat-template overhead allowed per message in the prompt estimate."""
 
@@ -325,14 +328,17 @@ class Gateway:
         }
         # The receipt is verified: settling it cannot be refused for the node's sake, so
         # it is appended after the answer leaves (a lost settle is released, never billed).
-        self._spawn(self._settle(job.reservation, receipt, candidate.node_id))
+        settling = self._settle(job.reservation, receipt, candidate.node_id, SETTLE_AFTER_S)
+        self._spawn(settling)
         return Completed(msgspec.json.encode(response))
 
-    async def _settle(self, reservation: Reservation, receipt: Receipt, node_id: str) -> None:
+    async def _settle(
+        self, reservation: Reservation, receipt: Receipt, node_id: str, after_s: float = 0.0
+    ) -> None:
         _, keys = await self._directory.state(node_id)
         for attempt in range(3):
             try:
-                await self.billing.settle(reservation, receipt, keys)
+                await self.billing.settle(reservation, receipt, keys, after_s=after_s)
                 return
             except ApiError as exc:
                 log.error("settle refused: %s", exc.code)

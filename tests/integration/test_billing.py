@@ -2,14 +2,15 @@
 overshoot of balance or spend cap under concurrency across two API processes."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
-from adapters.billing import Billing, Reservation
+from adapters.billing import Billing, Reservation, Settlement
 from adapters.bootstrap import ControlPlane, bootstrap
 from adapters.http.problems import ApiError
 from adapters.stale_sweeper import StaleSweeper
@@ -235,3 +236,38 @@ async def test_stale_reservations_dry_run_then_release(cp: Harness) -> None:
     assert await balances(billing, customer_id) == (1000, 0)
     await cp.project()
     assert await billing.release_stale(60, dry_run=True) == []
+
+
+async def test_settlements_that_may_wait_go_out_together_in_one_append(
+    cp: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each settlement is a batch JetStream syncs to disk while holding the stream; those
+    that may wait are gathered, and close() sends what still waits at once."""
+    billing = cp.plane.managed.billing
+    customer_id, secret = await customer(cp.plane, 10_000)
+    held = [await reserve(billing, secret, f"job-{n}") for n in range(4)]
+    store = billing.lanes.recorder.store
+    appended: list[int] = []
+    append = store.append
+
+    async def counted(subject: str, sealed: list[Any], *args: Any, **kwargs: Any) -> Any:
+        appended.append(len(sealed))
+        return await append(subject, sealed, *args, **kwargs)
+
+    monkeypatch.setattr(store, "append", counted)
+
+    def settle(h: Reservation, after_s: float) -> Awaitable[Settlement]:
+        signed = receipt(NODE, "node-a", 1, 1, cp.clock(), dispatch_id=h.reservation_id)
+        return billing.settle(h, signed, KEYS, after_s=after_s)
+
+    settled = await asyncio.gather(*(settle(h, 0.05) for h in held[:3]))
+    assert appended == [9]  # debit, payout and release of each, in one append
+    assert [s.debited_wei for s in settled] == [12, 12, 12]
+
+    waiting = asyncio.ensure_future(settle(held[3], 3600.0))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    await billing.lanes.close()
+    assert (await waiting).debited_wei == 12
+    assert appended == [9, 3]
+    assert await balances(billing, customer_id) == (10_000 - 4 * 12, 0)
