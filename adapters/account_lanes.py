@@ -7,6 +7,9 @@ can, and the Recorder's conditional append makes every batch re-decide on their 
 """
 
 import asyncio
+import itertools
+import random
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -24,7 +27,12 @@ _Pending = tuple[Op[Any], "asyncio.Future[Any]"]
 
 
 class AccountLanes:
-    CONFLICT_ROUNDS = 4
+    CONFLICT_PATIENCE_S = 10.0
+    """How long a decision keeps trying against other processes' appends before the
+    conflict is its caller's (who sees a 409, retry later)."""
+    QUICK_ROUNDS = 3
+    """Rounds retried at once; after them, a growing, jittered pause before each."""
+    MAX_PAUSE_S = 0.05
 
     def __init__(
         self,
@@ -124,14 +132,24 @@ class AccountLanes:
         return outcomes
 
     async def _record(self, subject: str, decide: Decide) -> AppendResult | None:
-        # A hot customer shared by several processes may outlast one round of retries;
-        # every round re-decides on the real tail, so more rounds are safe.
-        for _ in range(self.CONFLICT_ROUNDS - 1):
+        """Rounds of the Recorder's retries until ``CONFLICT_PATIENCE_S`` has passed.
+
+        Every round re-decides on the real tail, so more rounds are always safe, and each
+        lost one means another process's decision landed. A fixed count of rounds was not
+        enough: two processes hammering one customer could starve one of them past it,
+        and its callers got a 409 for contention alone. After the first few rounds, a
+        growing, jittered pause lets the other process's appends through."""
+        deadline = time.monotonic() + self.CONFLICT_PATIENCE_S
+        for round_no in itertools.count():
             try:
                 return await self.recorder.record(subject, decide)
             except ConcurrencyConflict:
-                continue
-        return await self.recorder.record(subject, decide)
+                if time.monotonic() >= deadline:
+                    raise
+            if round_no >= self.QUICK_ROUNDS:
+                pause = min(self.MAX_PAUSE_S, 0.001 * 2 ** (round_no - self.QUICK_ROUNDS))
+                await asyncio.sleep(random.uniform(0, pause))  # noqa: S311 - jitter
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         """Send what waits now, and wait for every lane to finish what it holds."""
