@@ -23,6 +23,10 @@ from domain.nodes import Refused
 from domain.ports import AppendResult, ConcurrencyConflict
 
 R = TypeVar("R")
+WAITING_MAY_FREE = frozenset(
+    {"insufficient_balance", "gateway_spend_cap_exceeded", "too_many_open_reservations"}
+)
+"""Refusals a waiting settlement may lift (it releases the rest of a hold, closes it)."""
 _Pending = tuple[Op[Any], "asyncio.Future[Any]"]
 
 
@@ -77,7 +81,10 @@ class AccountLanes:
         return await future
 
     def _due(self, customer_id: str) -> None:
-        self._timers.pop(customer_id, None)
+        """What waits for ``customer_id`` goes out now."""
+        timer = self._timers.pop(customer_id, None)
+        if timer is not None:
+            timer.cancel()
         self._pending.setdefault(customer_id, []).extend(self._later.pop(customer_id, []))
         self._start(customer_id)
 
@@ -105,13 +112,20 @@ class AccountLanes:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
+        again: list[_Pending] = []
+        for (op, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():  # its caller went away
                 continue
             if isinstance(outcome, Refused):
-                future.set_exception(outcome)
+                if outcome.code in WAITING_MAY_FREE and self._later.get(customer_id):
+                    again.append((op, future))
+                else:
+                    future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+        if again:  # settlements waiting to be sent may free what it lacked: them first
+            self._due(customer_id)
+            self._pending[customer_id].extend(again)
 
     async def _decide(self, customer_id: str, subject: str, ops: list[Op[Any]]) -> list[Any]:
         outcomes: list[Any] = []
@@ -153,8 +167,7 @@ class AccountLanes:
 
     async def close(self) -> None:
         """Send what waits now, and wait for every lane to finish what it holds."""
-        for customer_id, timer in list(self._timers.items()):
-            timer.cancel()
+        for customer_id in list(self._timers):
             self._due(customer_id)
         while self._running:
             await asyncio.gather(*self._running.values(), return_exceptions=True)

@@ -271,3 +271,23 @@ async def test_settlements_that_may_wait_go_out_together_in_one_append(
     assert (await waiting).debited_wei == 12
     assert appended == [9, 3]
     assert await balances(billing, customer_id) == (10_000 - 4 * 12, 0)
+
+
+async def test_a_reservation_short_of_funds_goes_again_after_the_settlements_waiting(
+    cp: Harness,
+) -> None:
+    """A waiting settlement still holds its whole reservation: a request it would leave
+    room for is decided again after it, not refused."""
+    billing = cp.plane.managed.billing
+    customer_id, secret = await customer(cp.plane, QUOTE_WEI + 12)
+    first = await reserve(billing, secret, "job-1")
+    signed = receipt(NODE, "node-a", 1, 1, cp.clock(), dispatch_id=first.reservation_id)
+    settling = asyncio.ensure_future(billing.settle(first, signed, KEYS, after_s=3600.0))
+    await asyncio.sleep(0.01)
+    second = await reserve(billing, secret, "job-2")
+    assert second.state == "queued" and not second.existing
+    assert (await settling).debited_wei == 12
+    assert await balances(billing, customer_id) == (QUOTE_WEI, QUOTE_WEI)
+    with pytest.raises(ApiError) as refused:  # nothing waits now: refused at once
+        await reserve(billing, secret, "job-3")
+    assert refused.value.code == "insufficient_balance"
