@@ -33,7 +33,9 @@ class ReplayAt(NamedTuple):
     """Where a child reads and writes (no secrets beyond what the URLs carry)."""
 
     nats_url: str
-    prefix: str
+    topology: Topology
+    """Whole: connecting declares the streams, so a default heartbeat retention would
+    reset the deployment's."""
     replicas: int
     dsn: str
     schema: str
@@ -73,7 +75,7 @@ def _child(
     from projections.catalog import all_projections
 
     async def run() -> int:
-        topology = Topology(prefix=at.prefix)
+        topology = at.topology
         store = await JetStreamEventStore.connect(
             at.nats_url, topology, replicas=at.replicas, name="b3iq-replay"
         )

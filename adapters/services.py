@@ -207,7 +207,7 @@ async def rebuild(
     started, events = time.perf_counter(), 0
     at = ReplayAt(
         settings.nats_url,
-        plane.topology.prefix,
+        plane.topology,
         settings.stream_replicas,
         settings.database_url,
         schema,

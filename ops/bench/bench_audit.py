@@ -239,7 +239,7 @@ async def replay(plan: Plan) -> dict[str, Any]:
     try:
         lasts = {spec.name: (await store.bounds(spec.name))[1] for spec in topology.streams}
         runners = [ProjectionRunner(pool, store, topology, p) for p in projections]
-        at = ReplayAt(plan.nats_url, plan.prefix, 1, plan.dsn, plan.schema, BATCH_SIZE)
+        at = ReplayAt(plan.nats_url, topology, 1, plan.dsn, plan.schema, BATCH_SIZE)
         with _measured() as took:
             await replay_in_processes(store, at, [(r, lasts[r.stream]) for r in runners], plan.jobs)
     finally:

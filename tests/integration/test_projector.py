@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 from adapters.jetstream import JetStreamEventStore
@@ -341,3 +342,24 @@ async def test_a_runner_whose_tables_were_rewound_reads_on_from_the_checkpoint(
     _, head = await js_store.bounds(topology.heartbeats.name)
     await runner.catch_up(head)
     assert await pool.fetchval("SELECT sum(heartbeat_count) FROM node_heartbeats") == 800
+
+
+async def test_a_rebuild_in_processes_keeps_the_deployments_heartbeat_retention(
+    js_store: JetStreamEventStore,
+    topology: Topology,
+    signer: Signer,
+    pool: asyncpg.Pool,
+    servers: Servers,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """Replay processes connect with the deployment's whole topology: connecting declares
+    the streams, and a default one would reset the heartbeat stream's max age."""
+    await fill(js_store, topology, signer, beats=50)
+    await project_all(pool, js_store, topology)
+    settings = msgspec.structs.replace(
+        settings_for(servers, database_url, topology, tmp_path), heartbeat_retention_s=3600.0
+    )
+    assert (await rebuild(settings, jobs=2)).differences == []
+    info = await js_store.js.stream_info(topology.heartbeats.name)
+    assert info.config.max_age == 3600.0

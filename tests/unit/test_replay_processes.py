@@ -8,6 +8,7 @@ import pytest
 from adapters.replay_processes import ReplayAt, groups_of, replay_in_processes
 from domain.partitions import WHOLE, Partition
 from domain.ports import StoreUnavailable
+from domain.streams import Topology
 from ops.devstack.nats_server import free_port
 
 
@@ -38,7 +39,7 @@ async def test_a_group_that_cannot_reach_nats_says_so_as_itself() -> None:
     """The CLI answers StoreUnavailable with a one-line error and its exit code; a child's
     failure must reach it as that, not as a traceback."""
     away = f"nats://127.0.0.1:{free_port()}"
-    at = ReplayAt(away, "t", 1, f"postgresql://x@127.0.0.1:{free_port()}/x", "s", 100)
+    at = ReplayAt(away, Topology("t"), 1, f"postgresql://x@127.0.0.1:{free_port()}/x", "s", 100)
     runners = [(_runner(n), 1) for n in ("billing", "nodes")]
     with pytest.raises(StoreUnavailable):
         await replay_in_processes(None, at, runners, jobs=2)  # type: ignore[arg-type]
