@@ -92,6 +92,7 @@ class ProjectionRunner:
         *,
         batch_size: int = 5000,
         partition: Partition = WHOLE,
+        linger_s: float = 0.0,
     ) -> None:
         self.pool = pool
         self.store = store
@@ -101,6 +102,8 @@ class ProjectionRunner:
         self.windowed = not spec.chained  # a retention window may expire unread events
         self.batch_size = batch_size
         self.partition = partition
+        self.linger_s = linger_s
+        """After a partial batch, wait this long before the next read (see Settings)."""
         self._position_gauge = POSITION.labels(projection.name, str(partition))
         self._handled = type_names(*projection.handles)
         self.position = 0
@@ -250,8 +253,12 @@ class ProjectionRunner:
         backoff = 0.2
         while not stop.is_set():
             try:
-                await self.step(timeout=1.0)
+                read = await self.step(timeout=1.0)
                 backoff = 0.2
+                if 0 < read < self.batch_size and self.linger_s > 0:
+                    # A projector wakes for every event otherwise: each paid request's
+                    # events cost a transaction per projection, on cores the request needs.
+                    await _sleep_unless(stop, self.linger_s)
             except TRANSIENT as exc:
                 log.warning("%s: %s; retrying in %.1fs", self.name, exc, backoff)
                 await asyncio.sleep(backoff)
@@ -259,6 +266,11 @@ class ProjectionRunner:
         with contextlib.suppress(*TRANSIENT):  # leave the checkpoint where we got to
             await self.step(timeout=0, until=self.position)
         await self.reset()
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def wait_for_projection(

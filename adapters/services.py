@@ -67,7 +67,9 @@ def partitions_of(projection: Projection, count: int) -> list[Partition]:
     return split(count) if projection.name in PARTITIONED else [WHOLE]
 
 
-def projection_work(plane: ControlPlane, count: int, batch_size: int) -> list[Work]:
+def projection_work(
+    plane: ControlPlane, count: int, batch_size: int, linger_s: float = 0.0
+) -> list[Work]:
     """A piece of work per projection partition, each a fresh runner when claimed (it
     reads on from the partition's committed checkpoint)."""
 
@@ -80,6 +82,7 @@ def projection_work(plane: ControlPlane, count: int, batch_size: int) -> list[Wo
                 projection,
                 batch_size=batch_size,
                 partition=partition,
+                linger_s=linger_s,
             )
 
         name = runner_name(projection, partition)
@@ -128,7 +131,7 @@ async def run_projector(settings: Settings, metrics_port: int | None = None) -> 
         sweeper = StaleSweeper(plane.managed.billing, settings.billing_sweep_every_s)
         chores = dict(zip(CHORES, (checkpointer.run, sweeper.run), strict=True))
         work = [
-            *projection_work(plane, count, settings.projection_batch),
+            *projection_work(plane, count, settings.projection_batch, settings.projection_linger_s),
             *(Work(name, run) for name, run in chores.items()),
         ]
         async with plane.pool.acquire() as conn:

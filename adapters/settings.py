@@ -31,6 +31,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """B3IQ_HEARTBEAT_RETENTION_S: how long the heartbeat stream keeps evidence."""
     projection_batch: int = 5000
     """B3IQ_PROJECTION_BATCH: most events applied in one Postgres transaction."""
+    projection_linger_s: float = 0.05
+    """B3IQ_PROJECTION_LINGER_S: after applying less than a whole batch, a projection
+    waits this long before reading again, so steady traffic is applied in fewer, larger
+    transactions (the first event after a quiet spell is applied at once)."""
     projector_partitions: int = 1
     """B3IQ_PROJECTOR_PARTITIONS: how many partitions each projection keyed by its
     subjects' aggregate is split into, shared by the projector processes; the same in all."""

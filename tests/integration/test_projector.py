@@ -363,3 +363,35 @@ async def test_a_rebuild_in_processes_keeps_the_deployments_heartbeat_retention(
     assert (await rebuild(settings, jobs=2)).differences == []
     info = await js_store.js.stream_info(topology.heartbeats.name)
     assert info.config.max_age == 3600.0
+
+
+async def test_after_a_partial_batch_a_runner_lingers_and_reads_what_came_meanwhile(
+    js_store: JetStreamEventStore, topology: Topology, signer: Signer, pool: asyncpg.Pool
+) -> None:
+    await fill(js_store, topology, signer, beats=10)
+    heartbeats = next(p for p in all_projections() if p.name == "heartbeats")
+    runner = ProjectionRunner(pool, js_store, topology, heartbeats, linger_s=0.5)
+    reads: list[int] = []
+    backlog_read = asyncio.Event()
+    step = runner.step
+
+    async def counted(timeout: float = 1.0, until: int | None = None) -> int:
+        read = await step(timeout, until)
+        reads.append(read)
+        if sum(reads) >= 10:
+            backlog_read.set()
+        return read
+
+    runner.step = counted  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    running = asyncio.create_task(runner.run(stop))
+    await asyncio.wait_for(backlog_read.wait(), 10)  # the backlog: read at once
+    recorder = Recorder(js_store, signer, topology)
+    for i in range(3):  # while the runner lingers
+        await recorder.record_evidence(
+            [(topology.heartbeat_subject("n0"), heartbeat("n0", 100 + i, signer))]
+        )
+    await asyncio.sleep(0.8)
+    stop.set()
+    await running
+    assert [r for r in reads if r] == [10, 3]  # the three together, in one transaction
