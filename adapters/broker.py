@@ -33,7 +33,7 @@ from adapters.recorder import Recorder
 from adapters.route_connection import NodeConnection, RouteClosed
 from domain.broker_frames import Cancel, Dispatch, Done, Failed, Reply, encode
 from domain.decoding import Decoded
-from domain.envelope import decode_body, split_wire
+from domain.envelope import body_of
 from domain.events import Event, RouteConnected, RouteProbed, decode_payload
 from domain.ids import uuid7
 from domain.nodes import ENROLLED
@@ -326,7 +326,7 @@ class Broker:
 
 
 def _route_connected(data: bytes) -> RouteConnected | None:
-    body = decode_body(split_wire(data).body)
+    body = body_of(data)
     if body.type != "RouteConnected":
         return None
     event = decode_payload(body.type, body.schema_version, body.payload)

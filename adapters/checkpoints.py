@@ -1,11 +1,11 @@
 """Signed checkpoints: RFC 6962 tree heads over the ledger, appended by the control plane."""
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
 
+from adapters.outages import wait_or_stop
 from adapters.recorder import Recorder
 from domain.decoding import Decoded, decode_stored
 from domain.envelope import StoredEvent
@@ -171,8 +171,7 @@ class Checkpointer:
                     refused = str(exc)
                     log.error("%s", exc)
                 await self._drop_reader()  # read it again from the last good leaf
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+            await wait_or_stop(stop, 1.0)
         await self._drop_reader()
 
     async def _drop_reader(self) -> None:

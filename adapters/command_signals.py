@@ -20,7 +20,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from domain.envelope import decode_body, split_wire
+from domain.envelope import body_of
 from domain.events import (
     CommandExpired,
     CommandIssued,
@@ -107,7 +107,7 @@ class CommandSignals:
 
     async def _on_msg(self, msg: Msg) -> None:
         try:
-            body = decode_body(split_wire(msg.data).body)
+            body = body_of(msg.data)
             event = decode_payload(body.type, body.schema_version, body.payload)
         except (msgspec.DecodeError, msgspec.ValidationError, UnknownEventType, SchemaMismatch):
             log.warning("undecodable message on %s", msg.subject)

@@ -1,5 +1,8 @@
 """Failures that mean "a server is away for now": callers wait and retry, clients get 503."""
 
+import asyncio
+import contextlib
+
 import asyncpg
 
 from adapters.postgres import DatabaseUnavailable
@@ -17,3 +20,9 @@ TRANSIENT: tuple[type[Exception], ...] = (
     ConnectionError,
     TimeoutError,
 )
+
+
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less when ``stop`` is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

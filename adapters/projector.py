@@ -11,7 +11,7 @@ from operator import attrgetter
 import asyncpg
 from prometheus_client import Counter, Gauge
 
-from adapters.outages import TRANSIENT
+from adapters.outages import TRANSIENT, wait_or_stop
 from domain.decoding import Decoded
 from domain.envelope import StoredEvent, body_of
 from domain.events import type_names
@@ -258,7 +258,7 @@ class ProjectionRunner:
                 if 0 < read < self.batch_size and self.linger_s > 0:
                     # A projector wakes for every event otherwise: each paid request's
                     # events cost a transaction per projection, on cores the request needs.
-                    await _sleep_unless(stop, self.linger_s)
+                    await wait_or_stop(stop, self.linger_s)
             except TRANSIENT as exc:
                 log.warning("%s: %s; retrying in %.1fs", self.name, exc, backoff)
                 await asyncio.sleep(backoff)
@@ -266,11 +266,6 @@ class ProjectionRunner:
         with contextlib.suppress(*TRANSIENT):  # leave the checkpoint where we got to
             await self.step(timeout=0, until=self.position)
         await self.reset()
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def wait_for_projection(

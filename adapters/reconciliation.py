@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import asyncpg
 import msgspec
 
+from adapters.outages import wait_or_stop
 from adapters.recorder import Recorder
 from domain.billing.discrepancy import Discrepancy
 from domain.billing.read_model_check import (
@@ -177,5 +178,4 @@ async def every(
             await once()
         except Exception:
             log.exception("reconciliation failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+        await wait_or_stop(stop, interval_s)

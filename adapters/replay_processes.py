@@ -75,9 +75,8 @@ def _child(
     from projections.catalog import all_projections
 
     async def run() -> int:
-        topology = at.topology
         store = await JetStreamEventStore.connect(
-            at.nats_url, topology, replicas=at.replicas, name="b3iq-replay"
+            at.nats_url, at.topology, replicas=at.replicas, name="b3iq-replay"
         )
         pool = await create_pool(at.dsn, schema=at.schema, max_size=len(group) + 1)
         try:
@@ -87,7 +86,7 @@ def _child(
                     ProjectionRunner(
                         pool,
                         store,
-                        topology,
+                        at.topology,
                         by_name[r.projection],
                         batch_size=at.batch_size,
                         partition=r.partition,

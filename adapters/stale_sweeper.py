@@ -2,11 +2,10 @@
 so a crashed gateway or a silent node never keeps a customer's credit held."""
 
 import asyncio
-import contextlib
 import logging
 
 from adapters.billing import Billing
-from adapters.outages import TRANSIENT
+from adapters.outages import TRANSIENT, wait_or_stop
 
 log = logging.getLogger("b3iq.billing")
 
@@ -28,5 +27,4 @@ class StaleSweeper:
                 await self.sweep()
             except TRANSIENT as exc:
                 log.warning("stale sweep paused: %s", type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.every_s)
+            await wait_or_stop(stop, self.every_s)

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import asyncpg
 from prometheus_client import Gauge
 
-from adapters.outages import TRANSIENT
+from adapters.outages import TRANSIENT, wait_or_stop
 from domain.partitions import assign
 
 log = logging.getLogger("b3iq.work")
@@ -97,7 +97,7 @@ class WorkSharing:
                     conn = await self._connect()
                 except LOST as exc:
                     log.warning("cannot reach PostgreSQL to share work: %s", exc)
-                    await _wait(stop, backoff)
+                    await wait_or_stop(stop, backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
                 backoff = 0.2
@@ -155,7 +155,7 @@ class WorkSharing:
                     self._start(name)
                     log.info("claimed %s", name)
             OWNED.set(len(self.running))
-            await _wait(stop, self._look_every_s)
+            await wait_or_stop(stop, self._look_every_s)
 
     async def _look(self, conn: asyncpg.Connection) -> tuple[list[int], set[int]]:
         """The processes sharing the work (their lock sessions' pids), and which work any
@@ -232,8 +232,3 @@ async def owners(conn: asyncpg.Connection, scope: str, names: Iterable[str]) -> 
         work_ns,
     )
     return {ids[r["id"]]: r["owner"] for r in rows if r["id"] in ids}
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

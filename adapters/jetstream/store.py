@@ -161,7 +161,7 @@ class JetStreamEventStore:
         if exc.err_code == DUPLICATE_IN_BATCH:
             # Batches are atomic, so one known id means the whole batch landed before.
             stream = self.topology.stream_of(subject).name
-            landed = await self._already_appended(subject, events)
+            landed = _landed(await self.last(subject), events)
             return landed or AppendResult(stream, 0, 0, duplicate=True)
         if exc.err_code == WRONG_LAST_SEQUENCE and conditional:
             # Our own earlier attempt may have landed (a lost ack): then this is a retry.
@@ -171,11 +171,6 @@ class JetStreamEventStore:
                 raise ConcurrencyConflict(subject, tail) from None
             return landed
         raise exc
-
-    async def _already_appended(
-        self, subject: str, events: Sequence[Sealed]
-    ) -> AppendResult | None:
-        return _landed(await self.last(subject), events)
 
     async def append_many(self, items: Sequence[tuple[str, Sealed]]) -> list[AppendResult]:
         try:
@@ -203,8 +198,8 @@ class JetStreamEventStore:
             elif isinstance(outcome, PublishRejected) and outcome.err_code == WRONG_LAST_SEQUENCE:
                 # The server checks the condition before the dedupe: a retry of an event
                 # that landed (a lost ack) is refused for the sequence it moved itself.
-                landed = await self._already_appended(subject, [sealed])
-                results.append(landed or ConcurrencyConflict(subject))
+                tail = await self.last(subject)
+                results.append(_landed(tail, [sealed]) or ConcurrencyConflict(subject, tail))
             elif isinstance(outcome, _UNAVAILABLE):
                 raise StoreUnavailable(f"pipelined append: {type(outcome).__name__}") from outcome
             else:

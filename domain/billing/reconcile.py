@@ -203,19 +203,13 @@ class LedgerFold:
         except msgspec.ValidationError:
             self._feed_unviewed(stored)
             return
-        self.events += 1
-        self.up_to_seq = stored.seq
-        self.last_at = body.occurred_at
-        name = body.type_name
-        if name not in RELEVANT_TYPES:
-            return
-        payload = body.payload
-        event = (
-            payload
-            if isinstance(payload, CustomerView)
-            else decode_payload(name, body.schema_version, payload)
-        )
-        self._apply(Ref(stored.seq, body.event_id, name), body.occurred_at, event)
+        name, payload = body.type_name, body.payload
+        event: object = None
+        if isinstance(payload, CustomerView):
+            event = payload
+        elif name in RELEVANT_TYPES:
+            event = decode_payload(name, body.schema_version, payload)
+        self._take(stored.seq, body.event_id, name, body.occurred_at, event)
 
     def _feed_unviewed(self, stored: StoredEvent) -> None:
         """A type this code does not know is counted and passed over, as by every reader of
@@ -223,22 +217,28 @@ class LedgerFold:
         body = body_of(stored.data)
         if body.type in VIEWS:
             decode_payload(body.type, body.schema_version, body.payload)
-        self.events += 1
-        self.up_to_seq = stored.seq
-        self.last_at = body.occurred_at
+        self._take(stored.seq, body.event_id, body.type, body.occurred_at, None)
 
     def feed(self, d: Decoded) -> None:
         """An event already decoded whole (tests feed the fold edited events this way)."""
-        self.events += 1
-        self.up_to_seq = d.seq
-        self.last_at = d.body.occurred_at
         name = d.body.type
-        if name in RELEVANT_TYPES:
-            event = view_of(d.event) if name in VIEWS else d.event
-            self._apply(Ref(d.seq, d.body.event_id, name), d.body.occurred_at, event)
+        event: object = None
+        if name in VIEWS:
+            event = view_of(d.event)
+        elif name in RELEVANT_TYPES:
+            event = d.event
+        self._take(d.seq, d.body.event_id, name, d.body.occurred_at, event)
 
-    def _apply(self, ref: Ref, at: datetime, event: object) -> None:
-        self.by_type[ref.type] += 1
+    def _take(self, seq: int, event_id: str, name: str, at: datetime, event: object) -> None:
+        """One message counted; ``event`` (a customer event's view, a payout batch event,
+        None for any other) applied to the books."""
+        self.events += 1
+        self.up_to_seq = seq
+        self.last_at = at
+        if event is None:
+            return
+        ref = Ref(seq, event_id, name)
+        self.by_type[name] += 1
         if isinstance(event, CustomerView):
             self._customer_event(ref, at, event)
         elif isinstance(event, PayoutBatchEvent):

@@ -46,6 +46,7 @@ from adapters.projector import ProjectionRunner
 from adapters.reconciliation import reconcile
 from adapters.recorder import Recorder
 from adapters.replay_processes import ReplayAt, replay_in_processes
+from adapters.settings import Settings
 from domain.canonical import b64decode, canonical_bytes
 from domain.decoding import decode_stored
 from domain.envelope import StoredEvent, split_wire
@@ -74,8 +75,6 @@ REPLAY_TARGET = 50_000.0
 RECONCILE_TARGET = 100_000.0
 HEARTBEAT_SHARE = 0.45
 BATCH = 2000
-BATCH_SIZE = 5000
-"""Events per replay batch, as `b3iq audit replay` reads them by default."""
 SAMPLE = 60_000
 """Events whose signatures the baseline verifies (the log's first, in both streams)."""
 
@@ -239,7 +238,9 @@ async def replay(plan: Plan) -> dict[str, Any]:
     try:
         lasts = {spec.name: (await store.bounds(spec.name))[1] for spec in topology.streams}
         runners = [ProjectionRunner(pool, store, topology, p) for p in projections]
-        at = ReplayAt(plan.nats_url, topology, 1, plan.dsn, plan.schema, BATCH_SIZE)
+        # Batches as `b3iq audit replay` reads them by default.
+        batch = Settings().projection_batch
+        at = ReplayAt(plan.nats_url, topology, 1, plan.dsn, plan.schema, batch)
         with _measured() as took:
             await replay_in_processes(store, at, [(r, lasts[r.stream]) for r in runners], plan.jobs)
     finally:

@@ -184,6 +184,7 @@ async def test_conditional_pipelined_appends_refuse_only_the_stale_ones(
     results = await store.append_each([(a, a2, 1), (b, b2, 1), (a, a3, 1), (c, c1, 0)])
     assert isinstance(results[1], ConcurrencyConflict)  # b's last is 2, not 1
     assert isinstance(results[2], ConcurrencyConflict)  # a2 just moved a on
+    assert [results[1].tail, results[2].tail] == [await store.last(b), await store.last(a)]
     assert [(r.first_seq, r.last_seq) for r in (results[0], results[3])] == [(3, 3), (4, 4)]
     again = await store.append_each([(a, a2, 1)])
     assert isinstance(again[0], AppendResult) and again[0].duplicate
