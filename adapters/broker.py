@@ -21,13 +21,13 @@ import os
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from adapters.jetstream.client import Client, status_of
 from adapters.node_auth import NodeDirectory
 from adapters.recorder import Recorder
 from adapters.route_connection import NodeConnection, RouteClosed
@@ -41,11 +41,18 @@ from domain.routes import decide_connected, decide_disconnected, route_state
 
 log = logging.getLogger("b3iq.broker")
 
-STATUS, NO_RESPONDERS = "Status", "503"
+NO_RESPONDERS = "503"
 """How the NATS server marks a message nobody was subscribed to receive."""
 PROBES_PER_SLICE = 200
 _relay_in = msgspec.json.Decoder(Dispatch | Cancel)
 _relay_out = msgspec.json.Decoder(Reply)
+
+
+class _Relayed(NamedTuple):
+    """A reply relayed to us: a frame, or the server's "no responders" status."""
+
+    data: bytes
+    headers: bytes | None
 
 
 class RouteUnavailable(Exception):
@@ -79,7 +86,7 @@ class Broker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._inbox = ""
         self._inbox_sub: Subscription | None = None
-        self._awaiting: dict[str, asyncio.Queue[Msg]] = {}
+        self._awaiting: dict[str, asyncio.Queue[_Relayed]] = {}
         """Relayed requests of ours, by request id: their replies, as they arrive."""
 
     async def start(self, nc: Client | None) -> None:
@@ -92,7 +99,7 @@ class Broker:
             # One inbox for every request this process relays: no subscribe and
             # unsubscribe round trip per request.
             self._inbox = nc.new_inbox()
-            self._inbox_sub = await nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
+            self._inbox_sub = await nc.subscribe_raw(f"{self._inbox}.*", self._on_reply)
         self._spawn(self._probe_forever())
 
     async def close(self) -> None:
@@ -115,8 +122,8 @@ class Broker:
             old.close("replaced")
         self.connections[conn.node_id] = conn
         if self._nc is not None and conn.node_id not in self._subs:
-            self._subs[conn.node_id] = await self._nc.subscribe(
-                self._topology.route_subject(conn.node_id), queue="holder", cb=self._on_relay
+            self._subs[conn.node_id] = await self._nc.subscribe_raw(
+                self._topology.route_subject(conn.node_id), self._on_relay, queue="holder"
             )
         try:
             rtt = await conn.ping(self.probe_timeout_s)
@@ -186,23 +193,24 @@ class Broker:
         """Publish to the holder with a reply subject under our inbox: the holder streams
         the replies there, and with no holder the server itself answers "no responders"
         at once (no acknowledgement round trip on the way)."""
-        replies: asyncio.Queue[Msg] = asyncio.Queue()
+        replies: asyncio.Queue[_Relayed] = asyncio.Queue()
         self._awaiting[request_id] = replies
         subject = self._topology.route_subject(node_id)
         dispatch = encode(Dispatch(request_id, msgspec.Raw(request)))
         finished = False
         try:
-            await nc.publish(subject, dispatch, reply=f"{self._inbox}.{request_id}")
+            nc.publish_now(subject, dispatch, reply=f"{self._inbox}.{request_id}")
             while True:
                 try:
-                    msg = await asyncio.wait_for(replies.get(), self.reply_timeout_s)
+                    async with asyncio.timeout(self.reply_timeout_s):
+                        data, headers = await replies.get()
                 except TimeoutError:
                     yield Failed(request_id, 504, "route_timeout", "the node did not answer")
                     return
-                if msg.headers and msg.headers.get(STATUS) == NO_RESPONDERS:
+                if status_of(headers) == NO_RESPONDERS:
                     finished = True
                     raise RouteUnavailable(node_id)
-                frame = _relay_out.decode(msg.data)
+                frame = _relay_out.decode(data)
                 finished = isinstance(frame, Done | Failed)
                 yield frame
                 if finished:
@@ -211,17 +219,20 @@ class Broker:
             self._awaiting.pop(request_id, None)
             if not finished:
                 with contextlib.suppress(Exception):
-                    await nc.publish(subject, encode(Cancel(request_id)))
+                    nc.publish_now(subject, encode(Cancel(request_id)))
 
-    async def _on_reply(self, msg: Msg) -> None:
-        replies = self._awaiting.get(msg.subject.rsplit(".", 1)[-1])
+    # Both subscriptions are raw (see Client.subscribe_raw): handled from the read loop,
+    # with no Msg, queue and task per message on a request's critical path.
+
+    def _on_reply(self, subject: bytes, _reply: bytes, data: bytes, headers: bytes | None) -> None:
+        replies = self._awaiting.get(subject.rsplit(b".", 1)[-1].decode())
         if replies is not None:  # else a reply to a request we gave up on
-            replies.put_nowait(msg)
+            replies.put_nowait(_Relayed(data, headers))
 
-    async def _on_relay(self, msg: Msg) -> None:
+    def _on_relay(self, subject: bytes, reply: bytes, data: bytes, _headers: bytes | None) -> None:
         """Another process asks us to run a request on a node we hold."""
         try:
-            frame = _relay_in.decode(msg.data)
+            frame = _relay_in.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
             return
         if isinstance(frame, Cancel):
@@ -229,15 +240,15 @@ class Broker:
             if task is not None:
                 task.cancel()
             return
-        node_id = msg.subject.rsplit(".", 1)[-1]
-        conn = self.connections.get(node_id)
-        if not msg.reply:
+        if not reply or self._nc is None:
             return
+        inbox = reply.decode()
+        conn = self.connections.get(subject.rsplit(b".", 1)[-1].decode())
         if conn is None or conn.closed.is_set():  # it left us a moment ago: say so now
             gone = Failed(frame.id, 503, "route_unavailable", "the node's route is down")
-            await msg.respond(encode(gone))
+            self._nc.publish_now(inbox, encode(gone))
             return
-        task = asyncio.create_task(self._serve_relayed(msg.reply, conn, frame))
+        task = asyncio.create_task(self._serve_relayed(inbox, conn, frame))
         self._relayed[frame.id] = task
         task.add_done_callback(lambda _: self._relayed.pop(frame.id, None))
 
@@ -246,10 +257,10 @@ class Broker:
         try:
             request = bytes(frame.request)
             async for reply in conn.dispatch(request, self.reply_timeout_s, frame.id):
-                await self._nc.publish(inbox, encode(reply))
+                self._nc.publish_now(inbox, encode(reply))
         except RouteClosed:
             failed = Failed(frame.id, 502, "router_dispatch_failed", "the route closed")
-            await self._nc.publish(inbox, encode(failed))
+            self._nc.publish_now(inbox, encode(failed))
 
     # -- probes -----------------------------------------------------------------------
 

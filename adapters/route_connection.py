@@ -90,7 +90,8 @@ class NodeConnection:
             await self.send(Dispatch(request_id, msgspec.Raw(request)))
             while True:
                 try:
-                    frame = await asyncio.wait_for(queue.get(), timeout)
+                    async with asyncio.timeout(timeout):  # no task per frame, as wait_for
+                        frame = await queue.get()
                 except TimeoutError:
                     yield Failed(request_id, 504, "route_timeout", "the node did not answer")
                     return

@@ -1,0 +1,69 @@
+"""Our nats-py client's additions, against a real server: raw queue subscriptions and
+publishes written at once."""
+
+import asyncio
+import uuid
+
+from adapters.jetstream.client import Client, RawHandler
+from tests.conftest import Servers
+
+
+async def _connected(servers: Servers) -> Client:
+    nc = Client()
+    await nc.connect(servers.nats_url)
+    return nc
+
+
+async def test_publish_now_goes_out_behind_what_was_queued_before_it(servers: Servers) -> None:
+    sender, receiver = await _connected(servers), await _connected(servers)
+    subject = f"t.{uuid.uuid4().hex}"
+    got: list[tuple[bytes, bytes]] = []
+    arrived = asyncio.Event()
+
+    def on_msg(_subject: bytes, reply: bytes, data: bytes, _headers: bytes | None) -> None:
+        got.append((data, reply))
+        if len(got) == 4:
+            arrived.set()
+
+    try:
+        await receiver.subscribe_raw(subject, on_msg)
+        await receiver.flush()
+        await sender.publish(subject, b"1")  # queued for nats-py's flusher
+        sender.publish_now(subject, b"2", reply="inbox.2")
+        assert not sender._pending  # written, not left for the flusher
+        await sender.publish(subject, b"3")
+        sender.publish_now(subject, b"4")
+        await asyncio.wait_for(arrived.wait(), 5)
+        assert got == [(b"1", b""), (b"2", b"inbox.2"), (b"3", b""), (b"4", b"")]
+        assert sender.stats["out_msgs"] == 4
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+async def test_a_raw_queue_subscription_shares_messages_with_its_group(servers: Servers) -> None:
+    sender, a, b = [await _connected(servers) for _ in range(3)]
+    subject = f"t.{uuid.uuid4().hex}"
+    seen: dict[str, list[bytes]] = {"a": [], "b": []}
+    done = asyncio.Event()
+
+    def member(name: str) -> RawHandler:
+        def on_msg(_subject: bytes, _reply: bytes, data: bytes, _h: bytes | None) -> None:
+            seen[name].append(data)
+            if sum(map(len, seen.values())) == 40:
+                done.set()
+
+        return on_msg
+
+    try:
+        for nc, name in ((a, "a"), (b, "b")):
+            await nc.subscribe_raw(subject, member(name), queue="holder")
+            await nc.flush()
+        for i in range(40):
+            sender.publish_now(subject, str(i).encode())
+        await asyncio.wait_for(done.wait(), 5)
+        assert sorted(seen["a"] + seen["b"], key=int) == [str(i).encode() for i in range(40)]
+        assert seen["a"] and seen["b"]  # each message went to one member, and both got some
+    finally:
+        for nc in (sender, a, b):
+            await nc.close()
