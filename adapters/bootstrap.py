@@ -32,6 +32,7 @@ from adapters.receipt_intake import ReceiptIntake
 from adapters.recorder import Recorder, utcnow
 from adapters.route_operations import RouteOperations
 from adapters.settings import Settings
+from adapters.shared_tails import SharedTails
 from adapters.support_grants import SupportGrants
 from domain.billing.books import Rules
 from domain.canonical import b64encode
@@ -65,6 +66,8 @@ class ManagedMode:
     billing: Billing
     billing_admin: BillingAdmin
     receipts: ReceiptIntake
+    tails: SharedTails
+    """Customer tails shared with the other API processes (started with JetStream)."""
 
 
 @dataclass
@@ -95,6 +98,7 @@ class ControlPlane:
         await self.gateway.drain()
         await self.managed.broker.close()
         await self.managed.billing.lanes.close()
+        await self.managed.tails.close()
         await self.managed.commands.signals.close()
         await self.managed.directory.close()
         close = getattr(self.store, "close", None)
@@ -178,6 +182,7 @@ def managed_mode(
         billing=billing,
         billing_admin=BillingAdmin(pool, billing, clock=clock),
         receipts=ReceiptIntake(pool, recorder, auth),
+        tails=SharedTails(billing.lanes.recorder, keyring),
     )
 
 
@@ -253,6 +258,7 @@ async def bootstrap(
     if isinstance(store, JetStreamEventStore):
         await plane.managed.commands.signals.listen(store.nc, topology)
         await plane.managed.directory.follow(store.nc)
+        await plane.managed.tails.start(store.nc, topology)
     await plane.managed.broker.start(store.nc if isinstance(store, JetStreamEventStore) else None)
     if await plane.managed.admin_tokens.ensure_bootstrap(settings.admin_token_path):
         log.warning("bootstrap admin token written to %s (mode 0600)", settings.admin_token_path)

@@ -41,6 +41,8 @@ class Recorder:
         self.clock = clock
         self.max_attempts = max_attempts
         self._tails: OrderedDict[str, StoredEvent] = OrderedDict()
+        self.announce: Callable[[StoredEvent], None] | None = None
+        """Told each tail this recorder appends (see ``SharedTails``)."""
 
     async def record(
         self, subject: str, decide: Decide, *, expected_stream_seq: int | None = None
@@ -89,7 +91,10 @@ class Recorder:
                 else:  # another process moved the subject on since we wrote: retry now, on
                     known = conflict.tail  # the tail the refusal read (if it did)
                 continue
-            self._remember(StoredEvent(result.stream, result.last_seq, subject, sealed[-1].data))
+            appended = StoredEvent(result.stream, result.last_seq, subject, sealed[-1].data)
+            self._remember(appended)
+            if self.announce is not None and appended.seq:
+                self.announce(appended)
             return result
         raise AssertionError("unreachable")
 
@@ -98,10 +103,26 @@ class Recorder:
         nothing was made on the remembered tail, which another process may have passed)."""
         self._tails.pop(subject, None)
 
+    def behind(self, subject: str, seq: int) -> bool:
+        """Whether we remember the subject's tail, at a sequence before ``seq``."""
+        remembered = self._tails.get(subject)
+        return remembered is not None and remembered.seq < seq
+
+    def observe(self, tail: StoredEvent) -> None:
+        """Another writer appended ``tail``: decide on it next, if it is newer than the
+        tail we remember (a subject we do not write stays unremembered). Where it is not
+        the last after all, the conditional append refuses it as any stale tail; that it
+        is a genuine event is for the caller to check."""
+        if self.behind(tail.subject, tail.seq):
+            self._tails[tail.subject] = tail
+
     def _remember(self, tail: StoredEvent) -> None:
         if tail.seq == 0:  # a retried batch whose position is unknown
             self._tails.pop(tail.subject, None)
             return
+        remembered = self._tails.get(tail.subject)
+        if remembered is not None and remembered.seq > tail.seq:
+            return  # observed meanwhile: another writer's, after ours
         self._tails[tail.subject] = tail
         self._tails.move_to_end(tail.subject)
         if len(self._tails) > self.TAILS_KEPT:

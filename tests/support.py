@@ -3,10 +3,12 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from adapters.jetstream import JetStreamEventStore
 from domain.canonical import b64encode, canonical_bytes
 from domain.events import HeartbeatRecorded, NodeEnrolled, NodeEvidence
+from domain.ports import ConcurrencyConflict
 from domain.signing import Signer
 from domain.streams import Topology
 
@@ -46,3 +48,24 @@ async def jetstream_store(url: str, topology: Topology) -> AsyncIterator[JetStre
         for spec in topology.streams:
             await store.js.delete_stream(spec.name)
         await store.close()
+
+
+class Refusals:
+    """Counts the conditional appends the given stores refuse (ConcurrencyConflict)."""
+
+    def __init__(self, *stores: Any) -> None:
+        self.count = 0
+        for store in stores:
+            self._count_on(store)
+
+    def _count_on(self, store: Any) -> None:
+        append = store.append
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await append(*args, **kwargs)
+            except ConcurrencyConflict:
+                self.count += 1
+                raise
+
+        store.append = counted

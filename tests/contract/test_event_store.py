@@ -11,6 +11,7 @@ from adapters.jetstream import JetStreamEventStore
 from adapters.memory_store import InMemoryEventStore
 from adapters.recorder import Recorder
 from domain.decoding import Decoded, decode_stored
+from domain.envelope import StoredEvent
 from domain.events import Event, HeartbeatRecorded
 from domain.ports import AppendResult, ConcurrencyConflict, EventStore
 from domain.sealing import Sealed, seal
@@ -18,7 +19,7 @@ from domain.signing import Keyring, Signer
 from domain.streams import Topology
 from domain.verification import LogVerifier
 from tests.conftest import Servers
-from tests.support import enrolled, heartbeat, jetstream_store
+from tests.support import Refusals, enrolled, heartbeat, jetstream_store
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -270,3 +271,32 @@ def test_every_store_implements_the_whole_port(implementation: type) -> None:
         assert inspect.iscoroutinefunction(getattr(implementation, name)), name
         expected = list(inspect.signature(method).parameters)
         assert list(inspect.signature(getattr(implementation, name)).parameters) == expected
+
+
+async def test_a_recorder_told_of_anothers_appends_decides_on_them_without_a_refusal(
+    store: EventStore, topology: Topology, signer: Signer
+) -> None:
+    """What SharedTails does between processes: each append's tail, announced to the
+    other recorder, is the tail it decides on next; nothing is refused and redone."""
+    first, second = (Recorder(store, signer, topology) for _ in range(2))
+    first.announce, second.announce = second.observe, first.observe
+    subject = topology.subject("node", "shared")
+    await enroll(store, topology, signer, "shared")
+    refused = Refusals(store)
+
+    def next_heartbeat(tail: Decoded | None) -> list[Event]:
+        seq = 0 if tail is None else tail.event.heartbeat_seq + 1  # type: ignore[attr-defined]
+        return [heartbeat("shared", seq, signer)]
+
+    await first.record(subject, next_heartbeat)
+    await second.record(subject, next_heartbeat)  # it remembers nothing yet: it reads
+    for recorder in (first, second, second, first, second, first):
+        await recorder.record(subject, next_heartbeat)
+    assert refused.count == 0
+    last = await store.last(subject)
+    assert last is not None and decode_stored(last).event.heartbeat_seq == 7  # type: ignore[attr-defined]
+    older = StoredEvent(last.stream, last.seq - 1, subject, last.data)
+    first.observe(older)  # a late notice never takes a recorder back
+    assert not first.behind(subject, last.seq) and first.behind(subject, last.seq + 1)
+    first.observe(StoredEvent(last.stream, last.seq + 5, "elsewhere", last.data))
+    assert not first.behind("elsewhere", last.seq + 6)  # a subject it never wrote: ignored

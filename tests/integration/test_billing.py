@@ -13,13 +13,17 @@ import pytest
 from adapters.billing import Billing, Reservation, Settlement
 from adapters.bootstrap import ControlPlane, bootstrap
 from adapters.http.problems import ApiError
+from adapters.shared_tails import TailNotice
 from adapters.stale_sweeper import StaleSweeper
 from domain.billing.state import Policy
+from domain.decoding import decode_stored
+from domain.sealing import seal
 from domain.signing import Keyring, Signer
 from domain.streams import Topology
 from tests.billing_support import customer, principal, receipt
 from tests.conftest import Servers
 from tests.integration.test_managed import Harness, _harness
+from tests.support import Refusals
 
 NODE = Signer.generate()
 KEYS = Keyring([NODE.public_key])
@@ -291,3 +295,47 @@ async def test_a_reservation_short_of_funds_goes_again_after_the_settlements_wai
     with pytest.raises(ApiError) as refused:  # nothing waits now: refused at once
         await reserve(billing, secret, "job-3")
     assert refused.value.code == "insufficient_balance"
+
+
+async def test_processes_share_customer_tails_and_ignore_forged_ones(
+    cp: Harness, second: ControlPlane
+) -> None:
+    """Requests of one customer alternating between two API processes: each decides on
+    the other's last append (announced on NATS), not on a refused append and a re-read."""
+    a, b = cp.plane.managed.billing, second.managed.billing
+    customer_id, secret = await customer(cp.plane, 1000)
+    subject = a.lanes.subject(customer_id)
+    refused = Refusals(cp.plane.store, second.store)
+
+    async def caught_up(billing: Billing) -> None:
+        last = await billing.lanes.recorder.store.last(subject)
+        assert last is not None
+        for _ in range(200):
+            if not billing.lanes.recorder.behind(subject, last.seq):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the other process's tail never arrived")
+
+    held = [await reserve(a, secret, "job-0"), await reserve(b, secret, "job-1")]
+    refused.count = 0  # b knew nothing of the customer before its first append
+    for n, here in enumerate([a, b, a, b], start=2):
+        await caught_up(here)
+        held.append(await reserve(here, secret, f"job-{n}"))
+    assert refused.count == 0
+    assert await balances(a, customer_id) == (1000, 6 * QUOTE_WEI)
+
+    # A notice of a later "tail" signed by a key the control plane does not hold is
+    # ignored: the next decision is still made on the real tail, and lands.
+    last = await a.lanes.recorder.store.last(subject)
+    assert last is not None
+    forged = seal(subject, [decode_stored(last).event], prev_hash=None,
+                  signer=Signer.generate(), now=cp.clock())[0]  # fmt: skip
+    notice = TailNotice(last.stream, last.seq + 1, subject, forged.data)
+    nc = second.store.nc  # type: ignore[attr-defined]
+    nc.publish_now(f"{cp.plane.topology.prefix}.tails", msgspec.msgpack.encode(notice))
+    await nc.flush()
+    await asyncio.sleep(0.1)
+    recorder = a.lanes.recorder  # still at the real tail
+    assert not recorder.behind(subject, last.seq) and recorder.behind(subject, last.seq + 1)
+    held.append(await reserve(a, secret, "job-last"))
+    assert await balances(a, customer_id) == (1000, 7 * QUOTE_WEI)
