@@ -12,6 +12,7 @@ from adapters.bootstrap import ControlPlane
 from adapters.http.billing import CustomerBillingController, PublicReceiptController
 from adapters.http.billing_admin import BillingAdminController
 from adapters.http.broker_socket import BrokerEntrance
+from adapters.http.chat_route import ChatRoute
 from adapters.http.commands import NodeCommandsController, OperatorCommandsController
 from adapters.http.enrollment import NO_HTTP_METRICS, NodeFacingController
 from adapters.http.gateway import GatewayController
@@ -70,7 +71,8 @@ def create_app(plane: ControlPlane, *, own_plane: bool = False) -> BrokerEntranc
         lifespan=[lifespan],
         debug=False,
     )
+    chat = ChatRoute(app, plane.gateway)
     heartbeats = HeartbeatRoute(
-        app, plane.managed.heartbeats, retry_after_s=plane.settings.retry_after_s
+        chat, plane.managed.heartbeats, retry_after_s=plane.settings.retry_after_s
     )
     return BrokerEntrance(heartbeats, plane.managed.broker, plane.managed.auth)

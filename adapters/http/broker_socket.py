@@ -12,7 +12,7 @@ import logging
 import msgspec
 
 from adapters.broker import Broker
-from adapters.http.heartbeat_route import Receive, Scope, Send
+from adapters.http.plain_asgi import Receive, Scope, Send
 from adapters.http.problems import ApiError, Problem, ProblemBody
 from adapters.node_auth import NodeAuthenticator
 from adapters.outages import TRANSIENT

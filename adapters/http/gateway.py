@@ -16,13 +16,12 @@ from litestar.response import Stream
 from adapters.bootstrap import ControlPlane
 from adapters.gateway import Completed
 from adapters.http import sse
+from adapters.http.chat_route import MAX_IDEMPOTENCY_KEY
 from adapters.http.problems import ApiError, openai_problems
 from adapters.outages import TRANSIENT
 from domain.openai_errors import openai_error
 
 log = logging.getLogger("b3iq.gateway")
-
-MAX_IDEMPOTENCY_KEY = 256
 
 
 class ModelCard(msgspec.Struct, frozen=True):
@@ -108,6 +107,8 @@ class GatewayController(Controller):
     async def chat(
         self, plane: NamedDependency[ControlPlane], request: Request[Any, Any, Any]
     ) -> Response[Any] | Stream:
+        # Served by ChatRoute ahead of the framework (see there); defined here for the
+        # OpenAPI schema, and for an app built without that route, with the same answers.
         principal = await plane.gateway.principal(bearer(request))
         idempotency_key = request.headers.get("idempotency-key")
         if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:

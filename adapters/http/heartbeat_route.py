@@ -9,14 +9,13 @@ the route's handler also defines it for the OpenAPI schema.
 """
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 import msgspec
 from litestar.types import ASGIApp
 
 from adapters.enrollment import NODE_ID
 from adapters.heartbeat_intake import HeartbeatIntake
+from adapters.http.plain_asgi import App, Receive, Scope, Send, read_body, respond
 from adapters.http.problems import ApiError, Problem, ProblemBody
 from adapters.outages import TRANSIENT
 
@@ -26,14 +25,9 @@ PREFIX, SUFFIX = "/v1/nodes/", "/heartbeats"
 MAX_BODY_BYTES = 1_000_000
 _encoder = msgspec.json.Encoder()
 
-# Plain ASGI shapes: the framework's TypedDicts are for its own handlers.
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
 
 class HeartbeatRoute:
-    def __init__(self, app: ASGIApp, intake: HeartbeatIntake, *, retry_after_s: int) -> None:
+    def __init__(self, app: ASGIApp | App, intake: HeartbeatIntake, *, retry_after_s: int) -> None:
         self._app = app
         self._intake = intake
         self._retry_after = str(retry_after_s).encode()
@@ -53,7 +47,7 @@ class HeartbeatRoute:
         signed_path = f"{path}?{query.decode('latin-1')}" if query else path
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            body = await _body(receive)
+            body = await read_body(receive, MAX_BODY_BYTES)
             accepted = await self._intake.accept(node_id, signed_path, headers, body)
         except ApiError as exc:
             await _problem(send, exc.status, exc.code, exc.title, exc.detail)
@@ -71,23 +65,7 @@ class HeartbeatRoute:
             log.error("unhandled %s", type(exc).__name__, exc_info=exc)
             await _problem(send, 500, "internal_error", "Internal Server Error", "unexpected")
         else:
-            await _respond(send, 201, b"application/json", _encoder.encode(accepted))
-
-
-async def _body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ApiError(400, "invalid_request", "Bad Request", "client disconnected")
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, "request_too_large", "Payload Too Large", "body over 1 MB")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+            await respond(send, 201, b"application/json", _encoder.encode(accepted))
 
 
 async def _problem(
@@ -100,25 +78,4 @@ async def _problem(
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     body = _encoder.encode(ProblemBody(Problem(status, title, detail, code)))
-    await _respond(send, status, b"application/problem+json", body, headers)
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    media_type: bytes,
-    body: bytes,
-    headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", media_type),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await respond(send, status, b"application/problem+json", body, headers)
