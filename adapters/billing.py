@@ -6,7 +6,6 @@ subject's last event, appended conditionally, re-decided on a race with another 
 """
 
 import asyncio
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -18,6 +17,7 @@ from adapters.account_lanes import AccountLanes
 from adapters.gateway_keys import GatewayKeySecrets
 from adapters.http.problems import ApiError
 from adapters.projector import wait_for_projection
+from adapters.refreshing import Refreshing
 from domain.billing.books import Books, account_of
 from domain.billing.money import Price, Quote, fee_of, quote_for
 from domain.billing.prices import book_of, price_in
@@ -59,6 +59,8 @@ STATUS_OF_CODE = {
 TITLES = {400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden"}
 TITLES |= {404: "Not Found", 409: "Conflict", 429: "Too Many Requests"}
 PRICE_BOOK_TTL_S = 1.0
+"""Prices are reused this long, then read again behind the requests (see Refreshing)."""
+PRICE_BOOK_STALE_S = 5.0
 PROJECTED_WAIT_S = 5.0
 """How long a retry of a forgotten reservation waits for the read models to catch up."""
 
@@ -165,7 +167,9 @@ class Billing:
         self.secrets = secrets
         self.stale_after_s = stale_after_s
         self._clock = clock
-        self._book: tuple[tuple[PriceEntry, ...], float] | None = None
+        self._book: Refreshing[None, tuple[PriceEntry, ...]] = Refreshing(
+            "the price book", fresh_s=PRICE_BOOK_TTL_S, stale_s=PRICE_BOOK_STALE_S
+        )
 
     @property
     def fee_bps(self) -> int:
@@ -217,17 +221,15 @@ class Billing:
         )
 
     async def price_book(self) -> tuple[PriceEntry, ...]:
-        now = time.monotonic()
-        if self._book is not None and now - self._book[1] < PRICE_BOOK_TTL_S:
-            return self._book[0]
-        subject = self.lanes.recorder.topology.subject("pricebook", "default")
-        tail = await self.lanes.recorder.store.last(subject)
-        book = book_of(None if tail is None else decode_stored(tail).event)
-        self._book = (book, now)
-        return book
+        async def load() -> tuple[PriceEntry, ...]:
+            subject = self.lanes.recorder.topology.subject("pricebook", "default")
+            tail = await self.lanes.recorder.store.last(subject)
+            return book_of(None if tail is None else decode_stored(tail).event)
+
+        return await self._book.get(None, load)
 
     def forget_prices(self) -> None:
-        self._book = None
+        self._book.forget()
 
     async def price(self, model: str, profile_id: str | None = None) -> Price | None:
         return price_in(await self.price_book(), model, profile_id)

@@ -24,6 +24,7 @@ from adapters.broker import Broker, RouteUnavailable
 from adapters.http import sse
 from adapters.http.problems import ApiError
 from adapters.node_auth import NodeDirectory, require_receipt
+from adapters.refreshing import Refreshing
 from domain.billing.state import INFERENCE, OPEN_STATES, Policy
 from domain.broker_frames import Chunk, Done, Failed, Reply
 from domain.canonical import sha256_hex
@@ -37,8 +38,10 @@ log = logging.getLogger("b3iq.gateway")
 FAILED_NODE_PAUSE_S = 30.0
 """A node that just failed a dispatch gets no new requests from this process for this long."""
 CACHE_S = 1.0
-"""Keys and candidate lists are reused this long: both change rarely, and a stale
-candidate costs only a retry."""
+"""Keys and candidate lists are reused this long, then refreshed behind the requests
+(see Refreshing): both change rarely, and a stale candidate costs only a retry."""
+STALE_S = 5.0
+"""Past this, a request waits for the key or the candidates to be read again."""
 SETTLE_AFTER_S = 0.05
 """A settlement appended after its answer left waits this long for others to go with it
 (see ``AccountLanes.submit``); what it holds stays reserved meanwhile."""
@@ -165,8 +168,12 @@ class Gateway:
         self.default_max_tokens = default_max_tokens
         self._clock = clock
         self._paused: dict[str, float] = {}
-        self._principals: dict[str, tuple[float, GatewayPrincipal | None]] = {}
-        self._candidates: dict[str, tuple[float, list[Candidate]]] = {}
+        self._principals: Refreshing[str, GatewayPrincipal | None] = Refreshing(
+            "gateway keys", fresh_s=CACHE_S, stale_s=STALE_S
+        )
+        self._candidates: Refreshing[str, list[Candidate]] = Refreshing(
+            "candidates", fresh_s=CACHE_S, stale_s=STALE_S, max_keys=1_000
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- who, and where -----------------------------------------------------------------
@@ -175,14 +182,7 @@ class Gateway:
         if not secret:
             raise ApiError(401, "unauthorized", "Unauthorized", "a gateway API key is required")
         digest = sha256_hex(secret.encode())
-        cached = self._principals.get(digest)
-        now = time.monotonic()
-        if cached is None or now - cached[0] > CACHE_S:
-            cached = (now, await self.billing.authenticate(secret))
-            self._principals[digest] = cached
-            if len(self._principals) > 10_000:
-                self._principals.clear()
-        principal = cached[1]
+        principal = await self._principals.get(digest, lambda: self.billing.authenticate(secret))
         if principal is None:
             raise ApiError(401, "unauthorized", "Unauthorized", "the gateway API key is not valid")
         if INFERENCE not in principal.scopes:
@@ -196,14 +196,13 @@ class Gateway:
             return await servable_models(conn, now=self._clock(), policy=self._policy)
 
     async def _eligible(self, model: str) -> list[Candidate]:
-        now = time.monotonic()
-        cached = self._candidates.get(model)
-        if cached is None or now - cached[0] > CACHE_S:
+        async def load() -> list[Candidate]:
             async with self._pool.acquire() as conn:
-                found = await candidates(conn, model, now=self._clock(), policy=self._policy)
-            cached = (now, found)
-            self._candidates[model] = cached
-        return [c for c in cached[1] if self._paused.get(c.node_id, 0.0) < now]
+                return await candidates(conn, model, now=self._clock(), policy=self._policy)
+
+        found = await self._candidates.get(model, load)
+        now = time.monotonic()
+        return [c for c in found if self._paused.get(c.node_id, 0.0) < now]
 
     async def _why_none(self, model: str) -> ApiError:
         """The most telling reason no node can serve the model."""

@@ -1,6 +1,7 @@
 """Long-running services and one-shot jobs, each started from settings."""
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -46,6 +47,10 @@ async def serve(settings: Settings, *, shared_port: bool = False) -> None:
     keep_heap_trimmed()
     plane = await bootstrap(settings)
     app = create_app(plane, own_plane=True)
+    # What is built by now lives as long as the process: out of the collector's way. A
+    # full collection walked all of it, ~90 ms, inside one gateway request's latency.
+    gc.collect()
+    gc.freeze()
     config = uvicorn.Config(
         app,
         host=settings.host,
