@@ -18,8 +18,9 @@ from adapters.node_auth import NodeAuthenticator
 from adapters.recorder import Recorder
 from adapters.subject_history import MAX_EVENTS, subject_history
 from domain.canonical import b64decode
-from domain.decoding import Decoded, decode_stored
-from domain.events import Event, NodeReceiptsReported
+from domain.decoding import Decoded
+from domain.envelope import body_of
+from domain.events import Event, NodeReceiptsReported, type_names
 from domain.nodes import ENROLLED
 from domain.receipt_reports import ReceiptBatch, first_bad_receipt, new_receipts
 from domain.receipts import Receipt
@@ -27,6 +28,23 @@ from domain.signing import Keyring
 from projections.node_receipt_queries import recorded_receipts
 
 _batch = msgspec.json.Decoder(ReceiptBatch)
+
+
+class _Hash(msgspec.Struct):
+    receipt_hash: str
+
+
+class _Hashes(msgspec.Struct):
+    """What an earlier report tells this one: its receipts' hashes, nothing else. A node
+    sends its backlog in back-to-back batches of a hundred, each checked against the
+    reports the read model has not caught up with yet: decoded whole, they held this
+    process's event loop ~0.7 ms apiece, inside the gateway's requests."""
+
+    receipts: list[_Hash]
+
+
+_hashes = msgspec.json.Decoder(_Hashes)
+_REPORTED = type_names(NodeReceiptsReported)
 
 
 class ReceiptsAccepted(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,9 +106,9 @@ class ReceiptIntake:
         if len(later) >= MAX_EVENTS:
             raise ApiError(503, "service_unavailable", "Service Unavailable", "read models behind")
         for stored in later:
-            event = decode_stored(stored).event
-            if isinstance(event, NodeReceiptsReported):
-                recorded.update(r.receipt_hash for r in event.receipts)
+            body = body_of(stored.data)
+            if body.type in _REPORTED:
+                recorded.update(r.receipt_hash for r in _hashes.decode(body.payload).receipts)
         horizon = max(upto, later[-1].seq if later else 0)
         fresh = new_receipts(receipts, recorded)
 

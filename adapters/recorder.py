@@ -6,7 +6,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from domain.decoding import Decoded, decode_stored, stored_hash
+from domain.decoding import Decoded, decode_lazily, stored_hash
 from domain.envelope import StoredEvent
 from domain.events import Event
 from domain.ports import AppendResult, ConcurrencyConflict, EventStore
@@ -64,7 +64,7 @@ class Recorder:
             remembered = self._tails.get(subject) if attempt == 0 else None
             tail = remembered or known or await self.store.last(subject)
             known = None
-            events = decide(None if tail is None else decode_stored(tail))
+            events = decide(None if tail is None else decode_lazily(tail))
             if not events:
                 return None
             sealed = seal(
