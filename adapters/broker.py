@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import msgspec
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 
 from adapters.jetstream.client import Client, status_of
 from adapters.node_auth import NodeDirectory
@@ -246,7 +247,9 @@ class Broker:
         conn = self.connections.get(subject.rsplit(b".", 1)[-1].decode())
         if conn is None or conn.closed.is_set():  # it left us a moment ago: say so now
             gone = Failed(frame.id, 503, "route_unavailable", "the node's route is down")
-            self._nc.publish_now(inbox, encode(gone))
+            # This runs in the read loop: a refused publish (closing) must not end it.
+            with contextlib.suppress(NatsError):
+                self._nc.publish_now(inbox, encode(gone))
             return
         task = asyncio.create_task(self._serve_relayed(inbox, conn, frame))
         self._relayed[frame.id] = task

@@ -69,3 +69,11 @@ class Refusals:
                 raise
 
         store.append = counted
+
+
+async def framework(scope: Any, receive: Any, send: Any) -> None:
+    """What a route served ahead of the framework hands the rest to: a plain ASGI app
+    that says it answered (status 299, its method and path)."""
+    body = f"framework {scope['method']} {scope['path']}".encode()
+    await send({"type": "http.response.start", "status": 299, "headers": []})
+    await send({"type": "http.response.body", "body": body})

@@ -7,6 +7,7 @@ from litestar.di import NamedDependency, Provide
 
 from adapters.admin_tokens import AdminSession
 from adapters.bootstrap import ControlPlane
+from adapters.http.bearer import bearer_token
 from adapters.http.problems import ApiError
 
 
@@ -14,8 +15,7 @@ def token_of(request: Request[Any, Any, Any]) -> str | None:
     token = request.headers.get("x-b3iq-admin-token")
     if token:
         return token
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    return bearer_token(request.headers.get("authorization"))
 
 
 async def _session(

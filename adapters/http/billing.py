@@ -11,6 +11,7 @@ from litestar.params import FromPath, QueryParameter
 
 from adapters.billing import GatewayPrincipal
 from adapters.bootstrap import ControlPlane
+from adapters.http.bearer import bearer_token
 from adapters.http.billing_schemas import AccountOut, account_out
 from adapters.http.problems import ApiError, problems
 from domain.billing.state import BILLING_READ, Policy
@@ -88,8 +89,7 @@ def entry_out(e: q.Entry) -> EntryOut:
 async def _principal(
     request: Request[Any, Any, Any], plane: NamedDependency[ControlPlane]
 ) -> GatewayPrincipal:
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    secret = value.strip() if scheme.lower() == "bearer" else ""
+    secret = bearer_token(request.headers.get("authorization"))
     principal = await plane.managed.billing.authenticate(secret) if secret else None
     if principal is None:
         raise ApiError(401, "unauthorized", "Unauthorized", "a valid gateway key is required")

@@ -8,9 +8,10 @@ errors as GatewayController, where the route is also defined for the OpenAPI sch
 """
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 from litestar.types import ASGIApp
@@ -18,6 +19,7 @@ from prometheus_client import Counter, Histogram
 
 from adapters.gateway import Completed, Gateway, Streaming
 from adapters.http import sse
+from adapters.http.bearer import bearer_token
 from adapters.http.plain_asgi import App, Receive, Scope, Send, read_body, respond
 from adapters.http.problems import ApiError
 from adapters.outages import TRANSIENT
@@ -57,18 +59,8 @@ class ChatRoute:
         status = 200
         try:
             outcome = await self._outcome(scope, receive)
-        except ApiError as exc:
-            status = await _error(send, exc.status, exc.code, exc.title, exc.detail, exc.param)
-        except UnicodeDecodeError:
-            status = await _error(send, 400, "invalid_request", "Bad Request", "not UTF-8")
-        except TRANSIENT as exc:
-            log.warning("dependency unavailable: %s", type(exc).__name__)
-            status = await _error(send, 503, "service_unavailable", "Service Unavailable",
-                                  "retry later")  # fmt: skip
-        except Exception as exc:  # the type only: its text may quote a prompt
-            log.error("unhandled %s", type(exc).__name__)
-            status = await _error(send, 500, "internal_error", "Internal Server Error",
-                                  "unexpected failure")  # fmt: skip
+        except Exception as exc:
+            status = await _error(send, failure(exc))
         else:
             if isinstance(outcome, Completed):
                 await respond(send, 200, _JSON, outcome.body)
@@ -89,24 +81,48 @@ class ChatRoute:
                 authorization = value.decode("latin-1")
             elif name == b"idempotency-key":
                 idempotency_key = value.decode("latin-1")
-        principal = await self._gateway.principal(_bearer(authorization))
-        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-            raise ApiError(400, "invalid_request", "Bad Request", "Idempotency-Key: 1-256 chars")
-        body = await read_body(receive, MAX_BODY_BYTES)
-        return await self._gateway.chat(principal, body, idempotency_key)
+        body = functools.partial(read_body, receive, MAX_BODY_BYTES)
+        return await paid_chat(self._gateway, authorization, idempotency_key, body)
 
 
-def _bearer(authorization: str | None) -> str | None:
-    scheme, _, value = (authorization or "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+async def paid_chat(
+    gateway: Gateway,
+    authorization: str | None,
+    idempotency_key: str | None,
+    body: Callable[[], Awaitable[bytes]],
+) -> Completed | Streaming:
+    """The request's checks in their order (the key, then the Idempotency-Key, then the
+    body, read only then), and the gateway's outcome: here and in GatewayController."""
+    principal = await gateway.principal(bearer_token(authorization))
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        raise ApiError(400, "invalid_request", "Bad Request", "Idempotency-Key: 1-256 chars")
+    return await gateway.chat(principal, await body(), idempotency_key)
 
 
-async def _error(  # noqa: PLR0917
-    send: Send, status: int, code: str, title: str, detail: str, param: str | None = None
-) -> int:
-    body = msgspec.json.encode(openai_error(status, code, title, detail, param))
-    retry = [(b"retry-after", b"1")] if status in (429, 503) else None
-    await respond(send, status, _JSON, body, retry)
+def failure(exc: Exception) -> ApiError:
+    """What a hosted request that raised ``exc`` answers, in OpenAI's shape (here and in
+    GatewayController). Only the type is logged: an exception's text may quote a prompt."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, UnicodeDecodeError):
+        return ApiError(400, "invalid_request", "Bad Request", "the body is not valid UTF-8")
+    if isinstance(exc, TRANSIENT):
+        log.warning("dependency unavailable: %s", type(exc).__name__)
+        return ApiError(503, "service_unavailable", "Service Unavailable", "retry later")
+    log.error("unhandled %s", type(exc).__name__)
+    return ApiError(500, "internal_error", "Internal Server Error", "unexpected failure")
+
+
+def retries_after(status: int) -> bool:
+    """Whether the answer tells the client to come back in a second."""
+    return status in (429, 503)
+
+
+async def _error(send: Send, failed: ApiError) -> int:
+    status = failed.status
+    body = openai_error(status, failed.code, failed.title, failed.detail, failed.param)
+    retry = [(b"retry-after", b"1")] if retries_after(status) else None
+    await respond(send, status, _JSON, msgspec.json.encode(body), retry)
     return status
 
 

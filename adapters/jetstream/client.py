@@ -14,7 +14,14 @@ from collections.abc import Callable
 
 import nats.aio.client
 from nats.aio.subscription import Subscription
-from nats.errors import BadSubjectError, ProtocolError
+from nats.errors import (
+    BadSubjectError,
+    ConnectionClosedError,
+    ConnectionDrainingError,
+    MaxPayloadError,
+    OutboundBufferLimitError,
+    ProtocolError,
+)
 from nats.protocol import command as prot_command
 from nats.protocol import parser as nats_parser
 
@@ -46,10 +53,21 @@ class Client(nats.aio.client.Client):
         nats-py queues a publish for its flusher task, which writes at its next turn of
         the event loop: after the work queued ahead of it, such as a paid request's
         reservation (deciding and signing, ~0.3 ms). A route's dispatch and its replies
-        are on a request's critical path and go now. While disconnected it waits in the
-        queue for the reconnect, as nats-py's own publish does."""
+        are on a request's critical path and go now. Refused, and queued while
+        disconnected, as nats-py's own publish is."""
         if not subject:
             raise BadSubjectError
+        if self.is_closed:
+            raise ConnectionClosedError
+        if self.is_draining_pubs:
+            raise ConnectionDrainingError
+        if len(payload) > self._max_payload:
+            raise MaxPayloadError
+        if not self.is_connected and (
+            self._max_pending_size <= 0
+            or len(payload) + self._pending_data_size > self._max_pending_size
+        ):
+            raise OutboundBufferLimitError
         command = prot_command.pub_cmd(subject, reply, payload)
         self.stats["out_msgs"] += 1
         self.stats["out_bytes"] += len(payload)

@@ -4,6 +4,9 @@ publishes written at once."""
 import asyncio
 import uuid
 
+import pytest
+from nats.errors import ConnectionClosedError, MaxPayloadError
+
 from adapters.jetstream.client import Client, RawHandler
 from tests.conftest import Servers
 
@@ -67,3 +70,14 @@ async def test_a_raw_queue_subscription_shares_messages_with_its_group(servers: 
     finally:
         for nc in (sender, a, b):
             await nc.close()
+
+
+async def test_publish_now_is_refused_where_nats_pys_publish_is(servers: Servers) -> None:
+    nc = await _connected(servers)
+    with pytest.raises(MaxPayloadError):
+        nc.publish_now("t.big", b"x" * (nc.max_payload + 1))
+    await nc.close()
+    with pytest.raises(ConnectionClosedError):
+        nc.publish_now("t.closed", b"1")
+    with pytest.raises(ConnectionClosedError):
+        await nc.publish("t.closed", b"1")

@@ -12,6 +12,7 @@ from adapters.gateway import Completed, Streaming
 from adapters.http.chat_route import MAX_BODY_BYTES, ChatRoute
 from adapters.http.problems import ApiError
 from domain.ports import StoreUnavailable
+from tests.support import framework
 
 
 class FakeGateway:
@@ -30,12 +31,6 @@ class FakeGateway:
         if self.failure is not None:
             raise self.failure
         return self.outcome
-
-
-async def framework(scope: Any, receive: Any, send: Any) -> None:
-    body = f"framework {scope['method']} {scope['path']}".encode()
-    await send({"type": "http.response.start", "status": 299, "headers": []})
-    await send({"type": "http.response.body", "body": body})
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """The heartbeat route ahead of the framework: same answers, same problem JSON."""
 
 from collections.abc import Mapping
-from typing import Any
 
 import httpx
 import pytest
@@ -10,6 +9,7 @@ from adapters.heartbeat_intake import HeartbeatAccepted, HeartbeatIntake
 from adapters.http.heartbeat_route import MAX_BODY_BYTES, HeartbeatRoute
 from adapters.http.problems import ApiError
 from domain.ports import StoreUnavailable
+from tests.support import framework
 
 
 class FakeIntake:
@@ -24,12 +24,6 @@ class FakeIntake:
         if self.failure is not None:
             raise self.failure
         return HeartbeatAccepted(heartbeat_seq=3, stream_seq=9, next_interval_s=30.0)
-
-
-async def framework(scope: Any, receive: Any, send: Any) -> None:
-    body = f"framework {scope['method']} {scope['path']}".encode()
-    await send({"type": "http.response.start", "status": 299, "headers": []})
-    await send({"type": "http.response.body", "body": body})
 
 
 @pytest.fixture
