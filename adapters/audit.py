@@ -8,6 +8,7 @@ from typing import Protocol
 import msgspec
 
 from adapters.audit_workers import ParallelChecks
+from adapters.outages import next_batch_through_outages
 from domain.canonical import b64decode
 from domain.decoding import decode_stored
 from domain.envelope import StoredEvent
@@ -68,7 +69,7 @@ async def read_log(
         seen = first - 1
         try:
             while seen < last:
-                batch = await reader.next_batch(min(5000, last - seen), 2.0)
+                batch = await next_batch_through_outages(reader, min(5000, last - seen), 2.0)
                 if not batch:
                     break
                 for stored in batch:

@@ -2,11 +2,13 @@
 
 import asyncio
 import contextlib
+import time
 
 import asyncpg
 
 from adapters.postgres import DatabaseUnavailable
-from domain.ports import StoreUnavailable
+from domain.envelope import StoredEvent
+from domain.ports import EventReader, StoreUnavailable
 
 TRANSIENT: tuple[type[Exception], ...] = (
     StoreUnavailable,
@@ -26,3 +28,19 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
     """Sleep ``seconds``, or less when ``stop`` is set meanwhile."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def next_batch_through_outages(
+    reader: EventReader, max_count: int, timeout: float, patience: float = 30.0
+) -> list[StoredEvent]:
+    """``reader.next_batch``, asked again while the store is away for up to ``patience``
+    seconds. A reader resumes after the last event it returned, so a long read (an audit,
+    a rebuild) rides through a leader change or a restarted member instead of failing."""
+    give_up = time.monotonic() + patience
+    while True:
+        try:
+            return await reader.next_batch(max_count, timeout)
+        except StoreUnavailable:
+            if time.monotonic() > give_up:
+                raise
+            await asyncio.sleep(0.25)

@@ -5,6 +5,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
+from adapters.outages import next_batch_through_outages
 from adapters.projector import ProjectionRunner, by_type
 from domain.envelope import StoredEvent
 from domain.ports import EventStore
@@ -48,7 +49,9 @@ class StreamReplay:
             while position < end:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{self.stream} replay stuck at {position}")
-                batch = await reader.next_batch(min(self.batch_size, end - position), 1.0)
+                batch = await next_batch_through_outages(
+                    reader, min(self.batch_size, end - position), 1.0
+                )
                 if not batch:
                     continue
                 typed = by_type(batch)

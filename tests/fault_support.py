@@ -17,6 +17,7 @@ from typing import NamedTuple
 import httpx
 
 from adapters.jetstream import JetStreamEventStore
+from adapters.outages import next_batch_through_outages
 from domain.decoding import decode_stored
 from domain.events import HeartbeatRecorded
 from ops.devstack.nats_server import free_port, log_tail
@@ -158,7 +159,7 @@ async def heartbeat_seqs(store: JetStreamEventStore, stream: str) -> dict[str, l
     try:
         seen = 0
         while seen < head:
-            for stored in await reader.next_batch(1000, timeout=2.0):
+            for stored in await next_batch_through_outages(reader, 1000, timeout=2.0):
                 seen = stored.seq
                 event = decode_stored(stored).event
                 if isinstance(event, HeartbeatRecorded):
