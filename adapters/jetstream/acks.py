@@ -8,7 +8,8 @@ We parse replies ourselves instead of using nats-py's publish helpers: its pipel
 from typing import NamedTuple
 
 import msgspec
-from nats.aio.msg import Msg
+
+from adapters.jetstream.client import status_of
 
 WRONG_LAST_SEQUENCE = 10071
 DUPLICATE_IN_BATCH = 10201
@@ -47,13 +48,14 @@ class _Reply(msgspec.Struct):
 _reply_decoder = msgspec.json.Decoder(_Reply)
 
 
-def parse_ack(msg: Msg) -> Ack:
-    if not msg.data:
-        status = (msg.headers or {}).get("Status")
+def parse_ack(data: bytes, headers: bytes | None) -> Ack:
+    """A publish's reply, as it arrived (payload and header block)."""
+    if not data:
+        status = status_of(headers)
         if status == "503":
             raise NoStreamResponders
         raise PublishRejected(int(status or 0), 0, f"empty publish reply, status {status}")
-    reply = _reply_decoder.decode(msg.data)
+    reply = _reply_decoder.decode(data)
     if reply.error is not None:
         raise PublishRejected(reply.error.code, reply.error.err_code, reply.error.description)
     return Ack(reply.stream, reply.seq, reply.duplicate)

@@ -10,11 +10,13 @@ function. Every other subscription, and every other protocol line, goes through 
 before. Unit tests hold both the parser and the header parser to nats-py's results.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import nats.aio.client
+from nats.aio.client import _HEADER_KEY_RE, _HEADER_VALUE_NEWLINES
 from nats.aio.subscription import Subscription
 from nats.errors import (
+    BadHeaderError,
     BadSubjectError,
     ConnectionClosedError,
     ConnectionDrainingError,
@@ -47,13 +49,19 @@ class Client(nats.aio.client.Client):
         self.raw_handlers[sub._id] = handler
         return sub
 
-    def publish_now(self, subject: str, payload: bytes, reply: str = "") -> None:
+    def publish_now(
+        self,
+        subject: str,
+        payload: bytes,
+        reply: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         """Publish, written to the socket now (behind whatever was queued before it).
 
         nats-py queues a publish for its flusher task, which writes at its next turn of
         the event loop: after the work queued ahead of it, such as a paid request's
-        reservation (deciding and signing, ~0.3 ms). A route's dispatch and its replies
-        are on a request's critical path and go now. Refused, and queued while
+        reservation (deciding and signing, ~0.3 ms). A route's dispatch and its replies,
+        and the appends a request waits for, go now. Refused, and queued while
         disconnected, as nats-py's own publish is."""
         if not subject:
             raise BadSubjectError
@@ -68,7 +76,10 @@ class Client(nats.aio.client.Client):
             or len(payload) + self._pending_data_size > self._max_pending_size
         ):
             raise OutboundBufferLimitError
-        command = prot_command.pub_cmd(subject, reply, payload)
+        if headers is None:
+            command = prot_command.pub_cmd(subject, reply, payload)
+        else:
+            command = prot_command.hpub_cmd(subject, reply, header_block(headers), payload)
         self.stats["out_msgs"] += 1
         self.stats["out_bytes"] += len(payload)
         self._pending.append(command)
@@ -113,6 +124,23 @@ class Client(nats.aio.client.Client):
                 continue  # whitespace inside the name (str.isspace's, as nats-py)
             out[key] = value.strip().decode("utf-8", "replace")
         return out
+
+
+def header_block(headers: Mapping[str, str]) -> bytes:
+    """Headers as nats-py's publish writes them (same checks on names and values)."""
+    block = bytearray(b"NATS/1.0\r\n")
+    for name, value in headers.items():
+        key = name.strip()
+        if not key:
+            continue
+        if not _HEADER_KEY_RE.fullmatch(key):
+            raise BadHeaderError(key)
+        block += b"%s: %s\r\n" % (
+            key.encode(),
+            value.strip().translate(_HEADER_VALUE_NEWLINES).encode(),
+        )
+    block += _CRLF
+    return bytes(block)
 
 
 async def _unused(_msg: object) -> None:

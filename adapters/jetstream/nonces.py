@@ -10,11 +10,11 @@ per request on the server but a fraction of the client's cost of a ``kv.create``
 """
 
 import nats.errors
-from nats.aio.client import Client
 from nats.js.errors import BucketNotFoundError
 
 from adapters.coalescer import Coalescer
 from adapters.jetstream.acks import WRONG_LAST_SEQUENCE, Ack, NoStreamResponders, PublishRejected
+from adapters.jetstream.client import Client
 from adapters.jetstream.pipeline import Pipeline
 from domain.ports import StoreUnavailable
 from domain.streams import Topology

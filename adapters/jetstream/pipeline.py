@@ -1,7 +1,9 @@
-"""Many JetStream publishes in flight at once, each resolved by its own ack or error.
+"""JetStream publishes, each resolved by its own ack or error: many in flight at once, or
+one that a request is waiting for.
 
-Replies come to one inbox subscription of ours and are matched by token, which costs far
-less per message than a request each (a future, an inbox and a timer apiece).
+Replies come to one raw inbox subscription of ours, handed over from the read loop and
+matched by token: far less per message than nats-py's request (a future, an inbox, a
+timer, a ``Msg`` and a turn of its subscription's task apiece).
 """
 
 import asyncio
@@ -9,16 +11,16 @@ import functools
 from collections.abc import Sequence
 
 import nats.errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
+from nats.aio.client import Client as NatsClient
 
 from adapters.jetstream.acks import Ack, parse_ack
+from adapters.jetstream.client import Client
 
 Publish = tuple[str, bytes, dict[str, str]]
 """Subject, data and headers of one message."""
 
 
-def require_connection(nc: Client) -> None:
+def require_connection(nc: NatsClient) -> None:
     """Refuse at once while the server is away: nats-py would buffer the message, send it
     after reconnecting, and leave the caller to wait out its whole timeout meanwhile (an
     API answering 503 seconds late, with a write that may still land later)."""
@@ -40,19 +42,39 @@ class Pipeline:
 
     async def _start(self) -> None:
         self._prefix = f"{self._nc.new_inbox()}."
-        await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
+        await self._nc.subscribe_raw(self._prefix + "*", self._on_reply)
 
-    async def _on_reply(self, msg: Msg) -> None:
-        future = self._futures.pop(msg.subject[len(self._prefix) :], None)
+    def _on_reply(self, subject: bytes, _reply: bytes, data: bytes, headers: bytes | None) -> None:
+        future = self._futures.pop(subject[len(self._prefix) :].decode(), None)
         if future is None or future.done():
             return
         try:
-            future.set_result(parse_ack(msg))
+            future.set_result(parse_ack(data, headers))
         except Exception as exc:  # the reply itself is the error to hand back
             future.set_exception(exc)
 
     def _forget(self, token: str, _: object) -> None:
         self._futures.pop(token, None)
+
+    def _expect(self, loop: asyncio.AbstractEventLoop) -> tuple[str, asyncio.Future[Ack]]:
+        """A reply subject and the future its ack will resolve."""
+        self._counter += 1
+        token = str(self._counter)
+        future: asyncio.Future[Ack] = loop.create_future()
+        future.add_done_callback(functools.partial(self._forget, token))
+        self._futures[token] = future
+        return self._prefix + token, future
+
+    async def request(self, subject: str, data: bytes, headers: dict[str, str]) -> Ack:
+        """One publish that a caller waits for: written to the socket now, and resumed
+        straight from the read loop by its ack (a TimeoutError when none comes)."""
+        require_connection(self._nc)
+        if not self._prefix:
+            await self._start()
+        reply, future = self._expect(asyncio.get_running_loop())
+        self._nc.publish_now(subject, data, reply, headers)
+        async with asyncio.timeout(self._timeout):
+            return await future
 
     async def publish(self, items: Sequence[Publish]) -> list[Ack]:
         """Every ack, in order; the first error (or a timeout) raises."""
@@ -87,15 +109,11 @@ class Pipeline:
             await self._start()
         loop = asyncio.get_running_loop()
         futures = []
-        publish = self._nc.publish
+        publish = self._nc.publish  # queued: the flusher writes a window in few calls
         for subject, data, headers in items:
-            self._counter += 1
-            token = str(self._counter)
-            future: asyncio.Future[Ack] = loop.create_future()
-            future.add_done_callback(functools.partial(self._forget, token))
-            self._futures[token] = future
+            reply, future = self._expect(loop)
             futures.append(future)
-            await publish(subject, data, reply=self._prefix + token, headers=headers)
+            await publish(subject, data, reply=reply, headers=headers)
         return futures
 
 

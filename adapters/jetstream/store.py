@@ -18,7 +18,6 @@ from adapters.jetstream.acks import (
     Ack,
     NoStreamResponders,
     PublishRejected,
-    parse_ack,
 )
 from adapters.jetstream.client import Client, status_of
 from adapters.jetstream.pipeline import Pipeline, require_connection
@@ -126,8 +125,7 @@ class JetStreamEventStore:
 
     async def _publish_one(self, subject: str, sealed: Sealed, conditions: dict[str, str]) -> Ack:
         headers = {"Nats-Msg-Id": sealed.event_id, **conditions}
-        reply = await self.nc.request(subject, sealed.data, timeout=self.timeout, headers=headers)
-        return parse_ack(reply)
+        return await self._pipeline.request(subject, sealed.data, headers)
 
     async def _publish_batch(
         self, subject: str, events: Sequence[Sealed], conditions: dict[str, str]
@@ -144,12 +142,9 @@ class JetStreamEventStore:
             if number == 1:
                 headers |= conditions  # checked at the commit, for the batch as a whole
             if number < last:
-                await self.nc.publish(subject, sealed.data, headers=headers)
+                self.nc.publish_now(subject, sealed.data, headers=headers)
         headers["Nats-Batch-Commit"] = "1"
-        reply = await self.nc.request(
-            subject, events[-1].data, timeout=self.timeout, headers=headers
-        )
-        return parse_ack(reply)
+        return await self._pipeline.request(subject, events[-1].data, headers)
 
     async def _after_rejection(
         self,

@@ -1,5 +1,5 @@
-"""Our nats-py client's additions, against a real server: raw queue subscriptions and
-publishes written at once."""
+"""Our nats-py client's additions, against a real server: raw queue subscriptions,
+publishes written at once, and requests resolved from the read loop."""
 
 import asyncio
 import uuid
@@ -7,7 +7,9 @@ import uuid
 import pytest
 from nats.errors import ConnectionClosedError, MaxPayloadError
 
+from adapters.jetstream.acks import WRONG_LAST_SEQUENCE, Ack, NoStreamResponders, PublishRejected
 from adapters.jetstream.client import Client, RawHandler
+from adapters.jetstream.pipeline import Pipeline
 from tests.conftest import Servers
 
 
@@ -81,3 +83,30 @@ async def test_publish_now_is_refused_where_nats_pys_publish_is(servers: Servers
         nc.publish_now("t.closed", b"1")
     with pytest.raises(ConnectionClosedError):
         await nc.publish("t.closed", b"1")
+
+
+async def test_a_pipeline_request_resolves_by_its_own_reply(servers: Servers) -> None:
+    """An ack, the server's refusal, "no stream here" and silence each end one request."""
+    nc = await _connected(servers)
+    name = f"T{uuid.uuid4().hex[:8]}"
+    js = nc.jetstream()
+    await js.add_stream(name=name, subjects=[f"{name}.>"])
+    pipeline = Pipeline(nc, timeout=0.3)
+    try:
+        first = await pipeline.request(f"{name}.a", b"1", {"Nats-Msg-Id": "m1"})
+        assert first == Ack(name, 1, False)
+        again = await pipeline.request(f"{name}.a", b"1", {"Nats-Msg-Id": "m1"})
+        assert again == Ack(name, 1, True)
+        with pytest.raises(PublishRejected) as refused:
+            stale = {"Nats-Msg-Id": "m2", "Nats-Expected-Last-Subject-Sequence": "0"}
+            await pipeline.request(f"{name}.a", b"2", stale)
+        assert refused.value.err_code == WRONG_LAST_SEQUENCE
+        with pytest.raises(NoStreamResponders):
+            await pipeline.request(f"nostream{name}.a", b"3", {"Nats-Msg-Id": "m3"})
+        await nc.subscribe_raw(f"silent{name}", lambda *_: None)  # takes it, never answers
+        with pytest.raises(TimeoutError):
+            await pipeline.request(f"silent{name}", b"4", {"Nats-Msg-Id": "m4"})
+        assert pipeline._futures == {}  # nothing left waiting
+    finally:
+        await js.delete_stream(name)
+        await nc.close()

@@ -1,10 +1,15 @@
-"""Our header parser gives exactly what nats-py's own gives."""
+"""Our header parser reads, and our header writer writes, exactly as nats-py's own."""
+
+import asyncio
 
 import nats.aio.client
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from nats.errors import BadHeaderError
+from nats.protocol import command as prot_command
 
-from adapters.jetstream.client import Client
+from adapters.jetstream.client import Client, header_block
 
 # Names and values drawn from bytes that matter: separators, whitespace of every kind
 # (ASCII and the \x1c-\x1f separators str.isspace counts), non-ASCII, CR/LF.
@@ -26,3 +31,27 @@ def test_a_stored_message_header_block() -> None:
         "Nats-Msg-Id": "0192abc",
         "Nats-Expected-Last-Subject-Sequence": "41",
     }
+
+
+_name = st.text(max_size=12) | st.sampled_from(["Nats-Msg-Id", " k ", "a b", "x:y", ""])
+_value = st.text(max_size=12) | st.sampled_from(["41", " v ", "a\r\nb", "\n", "é"])
+
+
+@given(st.dictionaries(_name, _value, max_size=5))
+def test_header_blocks_are_written_as_nats_py_writes_them(headers: dict[str, str]) -> None:
+    """What publish_now sends with headers is byte for byte nats-py's HPUB."""
+    sent: list[bytes] = []
+
+    async def capture(command: bytes, priority: bool = False) -> None:
+        sent.append(command)
+
+    theirs = nats.aio.client.Client()
+    theirs._send_command = capture  # type: ignore[method-assign]
+    theirs._flush_queue = None
+    try:
+        asyncio.run(theirs._send_publish("s", "r", b"data", 4, headers))
+    except BadHeaderError:
+        with pytest.raises(BadHeaderError):
+            header_block(headers)
+        return
+    assert sent == [prot_command.hpub_cmd("s", "r", header_block(headers), b"data")]
