@@ -8,12 +8,18 @@ is refused, the tail read and the decision made and signed again: two more round
 NATS on a paid request's critical path. Here each recorder publishes every tail it appends
 on core NATS, and the others take it in before their next decision.
 
-Nothing depends on it. A lost or late notice leaves the old refusal and retry; a notice is
-believed only with a signature of a key in the control plane's keyring on its event, for
-the subject it names, at a sequence after the tail already remembered.
+Nothing depends on it. A lost or late notice leaves the old refusal and retry. A notice is
+believed only for a sequence after the tail already remembered, and only from a process
+holding the control plane's signing key: it carries a MAC under a key derived from that
+key, checked in ~3 µs where the event's Ed25519 signature took ~46 µs (in the read loop,
+ahead of whatever arrived with it, such as a relayed request's reply). A notice without a
+valid MAC (a process still on another signing key) is believed if its event's signature
+is one of the keyring's, for the subject it names.
 """
 
 import contextlib
+import hashlib
+import hmac
 import logging
 
 import msgspec
@@ -22,7 +28,7 @@ from nats.aio.subscription import Subscription
 from adapters.jetstream.client import Client
 from adapters.recorder import Recorder
 from domain.envelope import StoredEvent
-from domain.signing import Keyring
+from domain.signing import Keyring, Signer
 from domain.streams import Topology
 from domain.verification import Verified, verify_event
 
@@ -34,16 +40,30 @@ class TailNotice(msgspec.Struct, array_like=True, frozen=True):
     seq: int
     subject: str
     data: bytes
+    mac: bytes = b""
 
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(TailNotice).decode
 
 
+def notice_key(signer: Signer) -> bytes:
+    """The MAC key of tail notices: every process holding ``signer`` derives the same one."""
+    return hashlib.blake2b(b"b3iq tail notices", key=signer.seed, digest_size=32).digest()
+
+
+def notice_mac(key: bytes, stream: str, seq: int, subject: str, data: bytes) -> bytes:
+    # Stream and subject names hold no newline: the fields cannot run into each other.
+    mac = hashlib.blake2b(f"{stream}\n{seq}\n{subject}\n".encode(), key=key, digest_size=16)
+    mac.update(data)
+    return mac.digest()
+
+
 class SharedTails:
     def __init__(self, recorder: Recorder, keyring: Keyring) -> None:
         self._recorder = recorder
         self._keyring = keyring
+        self._key = notice_key(recorder.signer)
         self._nc: Client | None = None
         self._subject = ""
         self._sub: Subscription | None = None
@@ -62,7 +82,8 @@ class SharedTails:
 
     def _announce(self, tail: StoredEvent) -> None:
         if self._nc is not None:
-            notice = TailNotice(tail.stream, tail.seq, tail.subject, tail.data)
+            mac = notice_mac(self._key, tail.stream, tail.seq, tail.subject, tail.data)
+            notice = TailNotice(tail.stream, tail.seq, tail.subject, tail.data, mac)
             self._nc.publish_now(self._subject, _encode(notice))
 
     def _on_notice(self, _subject: bytes, _reply: bytes, data: bytes, _h: bytes | None) -> None:
@@ -74,7 +95,10 @@ class SharedTails:
         if not self._recorder.behind(notice.subject, notice.seq):
             return  # our own append's echo, an old one, or a subject we do not write
         tail = StoredEvent(notice.stream, notice.seq, notice.subject, notice.data)
-        if not isinstance(verify_event(tail, self._keyring), Verified):
+        mac = notice_mac(self._key, tail.stream, tail.seq, tail.subject, tail.data)
+        if not hmac.compare_digest(notice.mac, mac) and not isinstance(
+            verify_event(tail, self._keyring), Verified
+        ):
             log.warning("a tail notice for %s without a valid signature was ignored", tail.subject)
             return
         self._recorder.observe(tail)
