@@ -141,8 +141,8 @@ class JetStreamEventStore:
             }
             if number == 1:
                 headers |= conditions  # checked at the commit, for the batch as a whole
-            if number < last:
-                self.nc.publish_now(subject, sealed.data, headers=headers)
+            if number < last:  # queued: the commit's publish_now writes them all at once
+                await self.nc.publish(subject, sealed.data, headers=headers)
         headers["Nats-Batch-Commit"] = "1"
         return await self._pipeline.request(subject, events[-1].data, headers)
 
