@@ -70,8 +70,6 @@ async def read_log(
         try:
             while seen < last:
                 batch = await next_batch_through_outages(reader, min(5000, last - seen), 2.0)
-                if not batch:
-                    break
                 for stored in batch:
                     yield stored
                 seen = batch[-1].seq

@@ -33,14 +33,21 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
 async def next_batch_through_outages(
     reader: EventReader, max_count: int, timeout: float, patience: float = 30.0
 ) -> list[StoredEvent]:
-    """``reader.next_batch``, asked again while the store is away for up to ``patience``
-    seconds. A reader resumes after the last event it returned, so a long read (an audit,
-    a rebuild) rides through a leader change or a restarted member instead of failing."""
+    """The next events of a read up to a head the caller has seen (an audit, a rebuild):
+    ``reader.next_batch``, asked again while the store is away or answers nothing, for up
+    to ``patience`` seconds, then StoreUnavailable. A reader resumes after the last event
+    it returned, so such a read rides through a leader change or a restarted member; and
+    it never takes an empty answer for the end, which stopped an audit short, unnoticed."""
     give_up = time.monotonic() + patience
     while True:
         try:
-            return await reader.next_batch(max_count, timeout)
+            batch = await reader.next_batch(max_count, timeout)
         except StoreUnavailable:
             if time.monotonic() > give_up:
                 raise
-            await asyncio.sleep(0.25)
+        else:
+            if batch:
+                return batch
+            if time.monotonic() > give_up:
+                raise StoreUnavailable(f"nothing more to read for {patience:.0f} s")
+        await asyncio.sleep(0.25)

@@ -52,8 +52,6 @@ class StreamReplay:
                 batch = await next_batch_through_outages(
                     reader, min(self.batch_size, end - position), 1.0
                 )
-                if not batch:
-                    continue
                 typed = by_type(batch)
                 await asyncio.gather(
                     *(

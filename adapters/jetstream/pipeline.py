@@ -65,12 +65,15 @@ class Pipeline:
         self._futures[token] = future
         return self._prefix + token, future
 
-    async def request(self, subject: str, data: bytes, headers: dict[str, str]) -> Ack:
-        """One publish that a caller waits for: written to the socket now, and resumed
-        straight from the read loop by its ack (a TimeoutError when none comes)."""
+    async def _ready(self) -> None:
         require_connection(self._nc)
         if not self._prefix:
             await self._start()
+
+    async def request(self, subject: str, data: bytes, headers: dict[str, str]) -> Ack:
+        """One publish that a caller waits for: written to the socket now, and resumed
+        straight from the read loop by its ack (a TimeoutError when none comes)."""
+        await self._ready()
         reply, future = self._expect(asyncio.get_running_loop())
         self._nc.publish_now(subject, data, reply, headers)
         async with asyncio.timeout(self._timeout):
@@ -104,9 +107,7 @@ class Pipeline:
         return [_outcome(f) for f in futures]
 
     async def _send(self, items: Sequence[Publish]) -> list[asyncio.Future[Ack]]:
-        require_connection(self._nc)
-        if not self._prefix:
-            await self._start()
+        await self._ready()
         loop = asyncio.get_running_loop()
         futures = []
         publish = self._nc.publish  # queued: the flusher writes a window in few calls
